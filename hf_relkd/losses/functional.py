@@ -1,0 +1,394 @@
+"""Functional forms of the distillation losses.
+
+Pure PyTorch: nothing here knows about the Trainer, about models or about data. Every function
+
+* upcasts its inputs to float32 (the relational math is unstable in fp16/bf16: temperatures of 0.02, distances
+  clamped at 1e-12, normalised differences of nearly equal vectors),
+* treats the teacher side as a constant (no gradient flows into teacher tensors),
+* returns a scalar that is finite, with finite gradients, for every finite input, including batches of size 1 or 2,
+  duplicate samples and logits of +-1e4.
+
+The formulas, defaults and their provenance are documented in each docstring; see also ``README.md`` ("Methods").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "kd_loss",
+    "rkd_loss",
+    "rkd_distance_loss",
+    "rkd_angle_loss",
+    "rrd_loss",
+    "vrm_loss",
+    "vrm_inter_sample_loss",
+    "vrm_inter_class_loss",
+    "zscore_normalize",
+    "joint_entropy_keep_mask",
+]
+
+_PDIST_EPS = 1e-12  # squared-distance clamp of the reference RKD implementations
+_NORMALIZE_EPS = 1e-8
+
+
+def _f32(x: Tensor) -> Tensor:
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def _check_batch(name_a: str, a: Tensor, name_b: str, b: Tensor, same_width: bool) -> None:
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must be 2-D (batch, dim) tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}."
+        )
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same batch size, got {a.shape[0]} and {b.shape[0]}."
+        )
+    if same_width and a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same width, got {a.shape[1]} and {b.shape[1]}."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Hinton KD
+# ---------------------------------------------------------------------------------------------------------------------
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+    """Hinton knowledge distillation.
+
+    ``T² · KL(softmax(t/T) ‖ softmax(s/T))``, summed over classes and averaged over the batch (RepDistiller's
+    ``DistillKL``).
+
+    Args:
+        student_logits: ``(B, C)`` student logits.
+        teacher_logits: ``(B, C)`` teacher logits (treated as constants).
+        temperature: softening temperature ``T > 0``.
+
+    Returns:
+        Scalar float32 loss.
+    """
+    if temperature <= 0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    _check_batch("student_logits", student_logits, "teacher_logits", teacher_logits, same_width=True)
+    s = _f32(student_logits) / temperature
+    t = _f32(teacher_logits).detach() / temperature
+    log_p_s = F.log_softmax(s, dim=1)
+    log_p_t = F.log_softmax(t, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+    return kl.mean() * temperature**2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# RKD (Park et al., CVPR 2019)
+# ---------------------------------------------------------------------------------------------------------------------
+def _pairwise_distances(x: Tensor) -> Tensor:
+    """Euclidean distance matrix with the reference implementations' numerics.
+
+    Squared distances from the Gram matrix, clamped at 1e-12 before the square root, diagonal set to zero. The
+    features are centred first: distances are translation invariant and centring removes most of the cancellation
+    error of the Gram formulation for features far from the origin.
+    """
+    x = x - x.mean(dim=0, keepdim=True)
+    sq = x.pow(2).sum(dim=1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.t())
+    d = d2.clamp(min=_PDIST_EPS).sqrt()
+    eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    return d.masked_fill(eye, 0.0)
+
+
+def _normalised_distances(x: Tensor) -> Tensor:
+    d = _pairwise_distances(x)
+    positive = d > 0
+    # mean over off-diagonal, non-degenerate entries; a batch with no such entry (B == 1) keeps d == 0
+    mu = (d * positive).sum() / positive.sum().clamp(min=1)
+    return d / mu.clamp(min=_PDIST_EPS)
+
+
+def _angle_potentials(x: Tensor) -> Tensor:
+    """``cos`` of the angle at vertex ``a`` between ``b`` and ``c`` for every triplet, flattened (B³)."""
+    diff = F.normalize(x[None, :, :] - x[:, None, :], p=2, dim=2)  # diff[a, b] = x_b - x_a
+    return torch.bmm(diff, diff.transpose(1, 2)).flatten()
+
+
+def rkd_distance_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
+    """RKD distance-wise loss (unweighted): Huber(δ=1) between mean-normalised distance matrices, mean over B×B."""
+    _check_batch("student_features", student_features, "teacher_features", teacher_features, same_width=False)
+    s = _f32(student_features).flatten(1)
+    with torch.no_grad():
+        t_d = _normalised_distances(_f32(teacher_features).flatten(1))
+    return F.smooth_l1_loss(_normalised_distances(s), t_d, beta=1.0)
+
+
+def rkd_angle_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
+    """RKD angle-wise loss (unweighted): Huber(δ=1) between triplet angle cosines, mean over B×B×B."""
+    _check_batch("student_features", student_features, "teacher_features", teacher_features, same_width=False)
+    s = _f32(student_features).flatten(1)
+    with torch.no_grad():
+        t_a = _angle_potentials(_f32(teacher_features).flatten(1))
+    return F.smooth_l1_loss(_angle_potentials(s), t_a, beta=1.0)
+
+
+def rkd_loss(
+    student_features: Tensor,
+    teacher_features: Tensor,
+    distance_weight: float = 25.0,
+    angle_weight: float = 50.0,
+) -> Tensor:
+    """Relational Knowledge Distillation (distance + angle), as RepDistiller / mdistiller ``RKDLoss`` compute it.
+
+    Distance potentials are normalised by the mean off-diagonal distance of the batch (separately for student and
+    teacher); angle potentials are the cosines at the middle vertex of every triplet. Both are matched with Huber
+    (δ=1), averaged over all B×B and B×B×B entries. Student and teacher widths may differ.
+
+    Args:
+        student_features: ``(B, D_s)`` student embeddings (typically the pooled penultimate features).
+        teacher_features: ``(B, D_t)`` teacher embeddings (treated as constants).
+        distance_weight: weight of the distance term (25 on the CIFAR-100 benchmark).
+        angle_weight: weight of the angle term (50 on the CIFAR-100 benchmark).
+
+    Returns:
+        Scalar float32 loss ``distance_weight · L_D + angle_weight · L_A``.
+    """
+    loss = student_features.new_zeros((), dtype=torch.float32)
+    if distance_weight:
+        loss = loss + distance_weight * rkd_distance_loss(student_features, teacher_features)
+    if angle_weight:
+        loss = loss + angle_weight * rkd_angle_loss(student_features, teacher_features)
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# RRD (Giakoumoglou & Stathaki, 2024)
+# ---------------------------------------------------------------------------------------------------------------------
+def rrd_loss(
+    student_embeddings: Tensor,
+    teacher_embeddings: Tensor,
+    memory: Tensor,
+    student_temperature: float = 0.04,
+    teacher_temperature: float = 0.1,
+) -> Tensor:
+    """Relational Representation Distillation.
+
+    For each sample, the teacher's similarity distribution over the memory of teacher keys,
+    ``p_T = softmax(t · Mᵀ / τ_t)``, is the target for the student's ``p_S = softmax(s · Mᵀ / τ_s)``; the loss is the
+    batch mean of the cross-entropy ``-Σ_k p_T,k · log p_S,k``.
+
+    Args:
+        student_embeddings: ``(B, D)`` projected, L2-normalised student embeddings.
+        teacher_embeddings: ``(B, D)`` projected, L2-normalised teacher embeddings (treated as constants).
+        memory: ``(K, D)`` teacher keys (the queue; treated as constants).
+        student_temperature: ``τ_s`` (0.04 in the RRD paper, 0.1 in the 2025 code).
+        teacher_temperature: ``τ_t`` (0.1 in the RRD paper, 0.02 in the 2025 code).
+
+    Returns:
+        Scalar float32 loss.
+    """
+    if student_temperature <= 0 or teacher_temperature <= 0:
+        raise ValueError(
+            f"RRD temperatures must be > 0, got student_temperature={student_temperature}, "
+            f"teacher_temperature={teacher_temperature}."
+        )
+    _check_batch(
+        "student_embeddings", student_embeddings, "teacher_embeddings", teacher_embeddings, same_width=True
+    )
+    if memory.dim() != 2 or memory.shape[1] != student_embeddings.shape[1]:
+        raise ValueError(
+            f"`memory` must be (K, {student_embeddings.shape[1]}), got shape {tuple(memory.shape)}."
+        )
+    mem = _f32(memory).detach()
+    logits_s = _f32(student_embeddings) @ mem.t() / student_temperature
+    with torch.no_grad():
+        p_t = F.softmax(_f32(teacher_embeddings) @ mem.t() / teacher_temperature, dim=1)
+    return -(p_t * F.log_softmax(logits_s, dim=1)).sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# VRM (Zhang et al., ICCV 2025)
+# ---------------------------------------------------------------------------------------------------------------------
+def zscore_normalize(logits: Tensor, eps: float = 1e-6) -> Tensor:
+    """Per-sample z-score of logits ("ZSNorm"): ``(z - mean_c z) / sqrt(var_c z + eps)``.
+
+    ``sqrt(var + eps)`` rather than ``std + eps`` keeps the gradient finite when all logits are equal.
+    """
+    z = _f32(logits)
+    mean = z.mean(dim=1, keepdim=True)
+    var = z.var(dim=1, unbiased=False, keepdim=True) if z.shape[1] > 1 else torch.zeros_like(mean)
+    return (z - mean) / torch.sqrt(var + eps)
+
+
+def _entropy(logits: Tensor) -> Tensor:
+    log_p = F.log_softmax(_f32(logits), dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+@torch.no_grad()
+def joint_entropy_keep_mask(
+    student_logits: Tensor, student_logits_virtual: Tensor, prune_percentile: float
+) -> Tensor:
+    """Reliable cross-view edges of VRM's inter-sample graph.
+
+    The edge (real ``i``, virtual ``j``) connects the student predictions ``p_i`` and ``p̃_j``; its unreliability is
+    their joint entropy ``H(p_i, p̃_j) = H(p_i) + H(p̃_j)`` (the entropy of the product distribution). Edges whose joint
+    entropy is above the ``prune_percentile``-th percentile of the batch are dropped.
+
+    Args:
+        student_logits: ``(B, C)`` student logits of the real view.
+        student_logits_virtual: ``(B, C)`` student logits of the virtual view.
+        prune_percentile: in ``(0, 100]``; 100 keeps every edge.
+
+    Returns:
+        ``(B, B)`` boolean mask, True for kept edges.
+    """
+    if not 0 < prune_percentile <= 100:
+        raise ValueError(f"`prune_percentile` must be in (0, 100], got {prune_percentile}.")
+    b = student_logits.shape[0]
+    if prune_percentile >= 100:
+        return torch.ones(b, b, dtype=torch.bool, device=student_logits.device)
+    joint = _entropy(student_logits)[:, None] + _entropy(student_logits_virtual)[None, :]
+    threshold = torch.quantile(joint.flatten(), prune_percentile / 100.0)
+    return joint <= threshold
+
+
+def _edge_huber_sum(a: Tensor, b: Tensor, a_t: Tensor, b_t: Tensor, weight: Tensor | None) -> Tensor:
+    """Sum over the edges (i, j) of Huber(normalise(a_i - b_j), normalise(a_t,i - b_t,j)) over the last dimension."""
+    e_s = F.normalize(a[:, None, :] - b[None, :, :], p=2, dim=-1, eps=_NORMALIZE_EPS)
+    e_t = F.normalize(a_t[:, None, :] - b_t[None, :, :], p=2, dim=-1, eps=_NORMALIZE_EPS)
+    per_edge = F.smooth_l1_loss(e_s, e_t, reduction="none", beta=1.0).sum(dim=-1)
+    if weight is not None:
+        per_edge = per_edge * weight
+    return per_edge.sum()
+
+
+def _chunked_edge_huber_sum(
+    a: Tensor, b: Tensor, a_t: Tensor, b_t: Tensor, weight: Tensor | None, max_elements: int
+) -> Tensor:
+    """:func:`_edge_huber_sum` computed over row chunks, each recomputed in backward (activation checkpointing), so the
+    peak memory is ``O(max_elements)`` instead of ``O(rows · cols · dim)``. The value is the same sum."""
+    rows, cols, dim = a.shape[0], b.shape[0], a.shape[1]
+    chunk = max(1, max_elements // max(1, cols * dim))
+    if chunk >= rows:
+        return _edge_huber_sum(a, b, a_t, b_t, weight)
+    needs_grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    total = a.new_zeros(())
+    for start in range(0, rows, chunk):
+        stop = min(rows, start + chunk)
+        w = None if weight is None else weight[start:stop]
+        if needs_grad:
+            total = total + checkpoint(
+                _edge_huber_sum, a[start:stop], b, a_t[start:stop], b_t, w, use_reentrant=False
+            )
+        else:
+            total = total + _edge_huber_sum(a[start:stop], b, a_t[start:stop], b_t, w)
+    return total
+
+
+def vrm_inter_sample_loss(
+    student_logits: Tensor,
+    student_logits_virtual: Tensor,
+    teacher_logits: Tensor,
+    teacher_logits_virtual: Tensor,
+    keep: Tensor | None = None,
+    max_chunk_elements: int = 1 << 24,
+) -> Tensor:
+    """VRM inter-sample, cross-view relations (unweighted).
+
+    Edges ``E_ij = (z_i - z̃_j) / ‖z_i - z̃_j‖`` between real sample ``i`` and virtual sample ``j`` (B×B×C), matched
+    teacher→student with Huber (δ=1), averaged over the kept edges and the class dimension.
+    """
+    t, t_v = _f32(teacher_logits).detach(), _f32(teacher_logits_virtual).detach()
+    s, s_v = _f32(student_logits), _f32(student_logits_virtual)
+    weight = None if keep is None else keep.to(s.dtype)
+    n_edges = s.new_tensor(float(s.shape[0] * s_v.shape[0])) if keep is None else weight.sum()
+    total = _chunked_edge_huber_sum(s, s_v, t, t_v, weight, max_chunk_elements)
+    return total / (n_edges.clamp(min=1.0) * s.shape[1])
+
+
+def vrm_inter_class_loss(
+    student_logits: Tensor,
+    student_logits_virtual: Tensor,
+    teacher_logits: Tensor,
+    teacher_logits_virtual: Tensor,
+    max_chunk_elements: int = 1 << 24,
+) -> Tensor:
+    """VRM inter-class, cross-view relations (unweighted).
+
+    Vertices are the class columns ``w_c ∈ R^B`` of the batch logits; edges ``E_cd = (w_c - w̃_d) / ‖w_c - w̃_d‖``
+    between the real column of class ``c`` and the virtual column of class ``d`` (C×C×B), matched with Huber (δ=1),
+    averaged over all entries. Computed in chunks of classes with recomputation in backward, so ImageNet-sized
+    ``C²·B`` tensors are never materialised.
+    """
+    s, s_v = _f32(student_logits).t(), _f32(student_logits_virtual).t()
+    t, t_v = _f32(teacher_logits).detach().t(), _f32(teacher_logits_virtual).detach().t()
+    total = _chunked_edge_huber_sum(s, s_v, t, t_v, None, max_chunk_elements)
+    return total / float(s.shape[0] * s_v.shape[0] * s.shape[1])
+
+
+def vrm_loss(
+    student_logits: Tensor,
+    student_logits_virtual: Tensor,
+    teacher_logits: Tensor,
+    teacher_logits_virtual: Tensor,
+    inter_sample_weight: float = 128.0,
+    inter_class_weight: float = 32.0,
+    prune_percentile: float = 90.0,
+    zsnorm: bool = True,
+    max_chunk_elements: int = 1 << 24,
+) -> Tensor:
+    """Virtual Relation Matching.
+
+    Inter-sample (B×B×C) and inter-class (C×C×B) relations between the real view and the augmented "virtual" view,
+    cross-view edges only, matched teacher→student with Huber (δ=1). Inter-sample edges whose joint student entropy is
+    above the ``prune_percentile``-th percentile of the batch are pruned (see :func:`joint_entropy_keep_mask`).
+
+    Args:
+        student_logits: ``(B, C)`` student logits, real view.
+        student_logits_virtual: ``(B, C)`` student logits, virtual view.
+        teacher_logits: ``(B, C)`` teacher logits, real view (constants).
+        teacher_logits_virtual: ``(B, C)`` teacher logits, virtual view (constants).
+        inter_sample_weight: ``α`` (128 in the paper).
+        inter_class_weight: ``β`` (32 in the paper).
+        prune_percentile: percentile of the batch's joint entropies above which inter-sample edges are dropped, in
+            ``(0, 100]``; 100 disables pruning.
+        zsnorm: z-score every logit vector before building relations.
+        max_chunk_elements: largest edge tensor materialised at once (memory bound for large B or C).
+
+    Returns:
+        Scalar float32 loss ``α · L_IS + β · L_IC``.
+    """
+    for name, x in (
+        ("student_logits_virtual", student_logits_virtual),
+        ("teacher_logits", teacher_logits),
+        ("teacher_logits_virtual", teacher_logits_virtual),
+    ):
+        _check_batch("student_logits", student_logits, name, x, same_width=True)
+    keep = joint_entropy_keep_mask(student_logits, student_logits_virtual, prune_percentile)
+    if prune_percentile >= 100:
+        keep = None
+    if zsnorm:
+        student_logits, student_logits_virtual = (
+            zscore_normalize(student_logits),
+            zscore_normalize(student_logits_virtual),
+        )
+        teacher_logits, teacher_logits_virtual = (
+            zscore_normalize(teacher_logits),
+            zscore_normalize(teacher_logits_virtual),
+        )
+    loss = student_logits.new_zeros((), dtype=torch.float32)
+    if inter_sample_weight:
+        loss = loss + inter_sample_weight * vrm_inter_sample_loss(
+            student_logits,
+            student_logits_virtual,
+            teacher_logits,
+            teacher_logits_virtual,
+            keep,
+            max_chunk_elements,
+        )
+    if inter_class_weight:
+        loss = loss + inter_class_weight * vrm_inter_class_loss(
+            student_logits, student_logits_virtual, teacher_logits, teacher_logits_virtual, max_chunk_elements
+        )
+    return loss

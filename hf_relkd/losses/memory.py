@@ -1,0 +1,62 @@
+"""Memory of past teacher keys for RRD: a FIFO queue stored as buffers, so ``state_dict`` saves and restores it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+GatherFn = Callable[[Tensor], Tensor]
+
+
+class FIFOQueue(nn.Module):
+    """A ring buffer of ``size`` L2-normalised keys of width ``dim``.
+
+    Any number of keys can be enqueued at once: writes wrap around the end, so the queue size need not be a multiple
+    of the batch size and a smaller last batch is fine. When more than ``size`` keys arrive at once, the last ``size``
+    are kept.
+
+    Under data parallelism pass ``gather_fn`` (for example ``accelerator.gather``): keys are gathered from all
+    processes before they enter the queue, so every process holds the same queue, equal to the one a single process
+    with the global batch would hold.
+
+    Args:
+        size: number of keys ``K``.
+        dim: key width ``D``.
+        gather_fn: optional function that concatenates a tensor across processes, in rank order.
+    """
+
+    def __init__(self, size: int, dim: int, gather_fn: GatherFn | None = None):
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"The queue size must be >= 1, got {size}.")
+        self.size, self.dim = int(size), int(dim)
+        self.gather_fn = gather_fn
+        self.register_buffer("keys", F.normalize(torch.randn(self.size, self.dim), dim=1))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("num_enqueued", torch.zeros((), dtype=torch.long))
+
+    @property
+    def fill(self) -> float:
+        """Fraction of the queue that holds real keys rather than its random initialisation."""
+        return min(1.0, float(self.num_enqueued) / self.size)
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Write ``keys`` (``(n, D)``) at the pointer, wrapping around, after gathering them across processes."""
+        keys = keys.detach()
+        if self.gather_fn is not None:
+            keys = self.gather_fn(keys)
+        keys = keys.to(self.keys.dtype)
+        if keys.shape[0] > self.size:
+            keys = keys[-self.size :]
+        n = keys.shape[0]
+        idx = (self.ptr + torch.arange(n, device=self.keys.device)) % self.size
+        self.keys.index_copy_(0, idx, keys)
+        self.ptr.copy_((self.ptr + n) % self.size)
+        self.num_enqueued.add_(n)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"

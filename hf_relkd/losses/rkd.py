@@ -1,0 +1,43 @@
+"""Relational Knowledge Distillation (Park et al., CVPR 2019) as an ``nn.Module``."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .functional import rkd_angle_loss, rkd_distance_loss
+
+
+class RKDLoss(nn.Module):
+    """Distance- and angle-wise relations between embeddings of a batch.
+
+    Args:
+        distance_weight: ``λ_D`` (25 on the CIFAR-100 benchmark).
+        angle_weight: ``λ_A`` (50 on the CIFAR-100 benchmark).
+    """
+
+    def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0):
+        super().__init__()
+        if distance_weight < 0 or angle_weight < 0:
+            raise ValueError(
+                f"RKD weights must be >= 0, got distance={distance_weight}, angle={angle_weight}."
+            )
+        self.distance_weight, self.angle_weight = distance_weight, angle_weight
+
+    def compute_terms(self, student_features: Tensor, teacher_features: Tensor) -> dict[str, Tensor]:
+        """Weighted terms ``{"rkd_distance": λ_D·L_D, "rkd_angle": λ_A·L_A}`` (a zero weight skips its term)."""
+        terms = {}
+        if self.distance_weight:
+            terms["rkd_distance"] = self.distance_weight * rkd_distance_loss(
+                student_features, teacher_features
+            )
+        if self.angle_weight:
+            terms["rkd_angle"] = self.angle_weight * rkd_angle_loss(student_features, teacher_features)
+        return terms
+
+    def forward(self, student_features: Tensor, teacher_features: Tensor) -> Tensor:
+        """Returns ``λ_D·L_D + λ_A·L_A`` for ``(B, D_s)`` student and ``(B, D_t)`` teacher features."""
+        terms = self.compute_terms(student_features, teacher_features)
+        return sum(terms.values(), student_features.new_zeros(()).float())
+
+    def extra_repr(self) -> str:
+        return f"distance_weight={self.distance_weight}, angle_weight={self.angle_weight}"

@@ -1,0 +1,90 @@
+"""Relational Representation Distillation (Giakoumoglou & Stathaki, 2024) as an ``nn.Module``."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .functional import rrd_loss
+from .memory import FIFOQueue, GatherFn
+
+
+class RRDLoss(nn.Module):
+    """RRD with its projection heads and its FIFO memory of teacher keys.
+
+    The student and teacher penultimate features are projected to ``embed_dim`` by one linear layer each and
+    L2-normalised. The teacher's similarity distribution over the queue (temperature ``τ_t``) is the target of the
+    student's (temperature ``τ_s``). The queue and its pointer are buffers: ``state_dict`` saves and restores them.
+
+    Two published variants are reachable by arguments:
+
+    * the paper (2024): ``student_temperature=0.04, teacher_temperature=0.1, enqueue_before_loss=False`` (default);
+    * the authors' 2025 code: ``student_temperature=0.1, teacher_temperature=0.02, enqueue_before_loss=True``.
+
+    As in the authors' code, the teacher head receives no gradient: it is a fixed random projection
+    (``train_teacher_head=True`` makes it trainable instead, through the teacher side of the loss it has no gradient
+    either way, so this only matters for custom objectives).
+
+    Args:
+        student_dim: width of the student's penultimate features.
+        teacher_dim: width of the teacher's penultimate features.
+        embed_dim: projection width (128).
+        queue_size: number of teacher keys ``K`` (16384).
+        student_temperature: ``τ_s``.
+        teacher_temperature: ``τ_t``.
+        enqueue_before_loss: enqueue the batch's teacher keys before computing the loss (2025 variant).
+        gather_fn: concatenates keys across processes before they are enqueued (data parallelism).
+    """
+
+    def __init__(
+        self,
+        student_dim: int,
+        teacher_dim: int,
+        embed_dim: int = 128,
+        queue_size: int = 16384,
+        student_temperature: float = 0.04,
+        teacher_temperature: float = 0.1,
+        enqueue_before_loss: bool = False,
+        gather_fn: GatherFn | None = None,
+    ):
+        super().__init__()
+        if student_temperature <= 0 or teacher_temperature <= 0:
+            raise ValueError(
+                f"RRD temperatures must be > 0, got student_temperature={student_temperature}, "
+                f"teacher_temperature={teacher_temperature}."
+            )
+        self.student_head = nn.Linear(student_dim, embed_dim)
+        self.teacher_head = nn.Linear(teacher_dim, embed_dim)
+        self.teacher_head.requires_grad_(False)
+        self.queue = FIFOQueue(queue_size, embed_dim, gather_fn=gather_fn)
+        self.student_temperature = student_temperature
+        self.teacher_temperature = teacher_temperature
+        self.enqueue_before_loss = enqueue_before_loss
+
+    def embed_student(self, student_features: Tensor) -> Tensor:
+        """Project and L2-normalise student features (float32)."""
+        return F.normalize(self.student_head(student_features.flatten(1).float()), dim=1)
+
+    def embed_teacher(self, teacher_features: Tensor) -> Tensor:
+        """Project and L2-normalise teacher features (float32, no gradient)."""
+        return F.normalize(self.teacher_head(teacher_features.detach().flatten(1).float()), dim=1).detach()
+
+    def forward(self, student_features: Tensor, teacher_features: Tensor) -> Tensor:
+        """Returns the RRD loss for ``(B, D_s)`` student and ``(B, D_t)`` teacher features and updates the queue.
+
+        The queue is only updated in training mode, so evaluating never changes it.
+        """
+        s = self.embed_student(student_features)
+        t = self.embed_teacher(teacher_features)
+        if self.training and self.enqueue_before_loss:
+            self.queue.enqueue(t)
+        loss = rrd_loss(s, t, self.queue.keys.clone(), self.student_temperature, self.teacher_temperature)
+        if self.training and not self.enqueue_before_loss:
+            self.queue.enqueue(t)
+        return loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"student_temperature={self.student_temperature}, teacher_temperature={self.teacher_temperature}, "
+            f"enqueue_before_loss={self.enqueue_before_loss}"
+        )

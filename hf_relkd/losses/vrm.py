@@ -1,0 +1,110 @@
+"""Virtual Relation Matching (Zhang et al., ICCV 2025) as an ``nn.Module``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .functional import joint_entropy_keep_mask, vrm_inter_class_loss, vrm_inter_sample_loss, zscore_normalize
+
+
+class LogitAdaptor(nn.Module):
+    """Residual MLP on student logits, ``z + W₂ relu(W₁ z)``; ``W₂`` starts at zero so it begins as the identity."""
+
+    def __init__(self, num_classes: int, hidden_dim: int | None = None):
+        super().__init__()
+        hidden_dim = hidden_dim or num_classes
+        self.fc1 = nn.Linear(num_classes, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, num_classes)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, logits: Tensor) -> Tensor:
+        logits = logits.float()
+        return logits + self.fc2(torch.relu(self.fc1(logits)))
+
+
+class VRMLoss(nn.Module):
+    """Inter-sample and inter-class relations across a real and a virtual view, with unreliable-edge pruning.
+
+    Args:
+        inter_sample_weight: ``α`` (128).
+        inter_class_weight: ``β`` (32).
+        prune_percentile: inter-sample edges whose joint student entropy is above this percentile of the batch are
+            dropped; 100 disables pruning.
+        zsnorm: z-score logits before building relations.
+        num_classes: required when ``adaptor=True``.
+        adaptor: apply a trainable :class:`LogitAdaptor` to the student logits before building relations.
+        adaptor_hidden_dim: hidden width of the adaptor (default: ``num_classes``).
+        max_chunk_elements: largest edge tensor materialised at once.
+    """
+
+    def __init__(
+        self,
+        inter_sample_weight: float = 128.0,
+        inter_class_weight: float = 32.0,
+        prune_percentile: float = 90.0,
+        zsnorm: bool = True,
+        num_classes: int | None = None,
+        adaptor: bool = False,
+        adaptor_hidden_dim: int | None = None,
+        max_chunk_elements: int = 1 << 24,
+    ):
+        super().__init__()
+        if not 0 < prune_percentile <= 100:
+            raise ValueError(f"`prune_percentile` must be in (0, 100], got {prune_percentile}.")
+        if adaptor and not num_classes:
+            raise ValueError("`num_classes` is required when `adaptor=True`.")
+        self.inter_sample_weight, self.inter_class_weight = inter_sample_weight, inter_class_weight
+        self.prune_percentile, self.zsnorm = prune_percentile, zsnorm
+        self.max_chunk_elements = max_chunk_elements
+        self.adaptor = LogitAdaptor(num_classes, adaptor_hidden_dim) if adaptor else None
+        self.last_kept_fraction: float = 1.0
+
+    def compute_terms(
+        self,
+        student_logits: Tensor,
+        student_logits_virtual: Tensor,
+        teacher_logits: Tensor,
+        teacher_logits_virtual: Tensor,
+    ) -> dict[str, Tensor]:
+        """Weighted terms ``{"vrm_inter_sample": α·L_IS, "vrm_inter_class": β·L_IC}``."""
+        keep = None
+        if self.prune_percentile < 100:
+            keep = joint_entropy_keep_mask(student_logits, student_logits_virtual, self.prune_percentile)
+            self.last_kept_fraction = float(keep.float().mean())
+        s, s_v = student_logits, student_logits_virtual
+        if self.adaptor is not None:
+            s, s_v = self.adaptor(s), self.adaptor(s_v)
+        t, t_v = teacher_logits, teacher_logits_virtual
+        if self.zsnorm:
+            s, s_v, t, t_v = (zscore_normalize(x) for x in (s, s_v, t, t_v))
+        terms = {}
+        if self.inter_sample_weight:
+            terms["vrm_inter_sample"] = self.inter_sample_weight * vrm_inter_sample_loss(
+                s, s_v, t, t_v, keep, self.max_chunk_elements
+            )
+        if self.inter_class_weight:
+            terms["vrm_inter_class"] = self.inter_class_weight * vrm_inter_class_loss(
+                s, s_v, t, t_v, self.max_chunk_elements
+            )
+        return terms
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        student_logits_virtual: Tensor,
+        teacher_logits: Tensor,
+        teacher_logits_virtual: Tensor,
+    ) -> Tensor:
+        """Returns ``α·L_IS + β·L_IC`` for ``(B, C)`` logits of both views of both networks."""
+        terms = self.compute_terms(
+            student_logits, student_logits_virtual, teacher_logits, teacher_logits_virtual
+        )
+        return sum(terms.values(), student_logits.new_zeros(()).float())
+
+    def extra_repr(self) -> str:
+        return (
+            f"inter_sample_weight={self.inter_sample_weight}, inter_class_weight={self.inter_class_weight}, "
+            f"prune_percentile={self.prune_percentile}, zsnorm={self.zsnorm}"
+        )

@@ -1,0 +1,228 @@
+"""``RelationalDistillationConfig``: ``TrainingArguments`` plus every distillation setting."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+KNOWN_METHODS = ("kd", "rkd", "rrd", "vrm")
+
+# Paper defaults applied to a method's weights when it is listed in `methods` and its weights are left unset.
+METHOD_DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    "kd": {"kd_weight": 1.0},
+    "rkd": {"rkd_distance_weight": 25.0, "rkd_angle_weight": 50.0},
+    "rrd": {"rrd_weight": 1.0},
+    "vrm": {"vrm_inter_sample_weight": 128.0, "vrm_inter_class_weight": 32.0},
+}
+_WEIGHT_FIELDS = [name for weights in METHOD_DEFAULT_WEIGHTS.values() for name in weights]
+
+
+@dataclass
+class RelationalDistillationConfig(TrainingArguments):
+    r"""Configuration of :class:`~hf_relkd.RelationalDistillationTrainer`.
+
+    Every field of ``transformers.TrainingArguments`` is available; the fields below control distillation. Each has
+    ``metadata["help"]``, so ``HfArgumentParser`` exposes them as ``--field value``.
+
+    Switching methods on: list them in ``methods`` (``["rrd", "kd"]`` by default); a listed method whose weights are
+    left at ``None`` gets its paper defaults (KD 1, RKD 25/50, RRD 1, VRM 128/32). A weight set explicitly always wins:
+    ``kd_weight=0.5`` turns KD on with weight 0.5 even if ``"kd"`` is not listed, ``rrd_weight=0`` turns RRD off even
+    if listed. After ``__post_init__`` every weight is a float and ``enabled_methods`` lists what will run.
+
+    Parameters that control the loss:
+        ce_weight: weight of the cross-entropy with the labels.
+        kd_weight, kd_temperature: Hinton KD.
+        rkd_distance_weight, rkd_angle_weight: RKD (on penultimate embeddings).
+        rrd_weight, rrd_student_temperature, rrd_teacher_temperature, rrd_queue_size, rrd_embed_dim,
+        rrd_enqueue_before_loss: RRD (on penultimate embeddings).
+        vrm_inter_sample_weight, vrm_inter_class_weight, vrm_prune_percentile, vrm_zsnorm, vrm_adaptor,
+        vrm_virtual_ce: VRM (on logits of the real and the virtual view).
+
+    Parameters that control the models:
+        teacher_model_name_or_path: Hub id or local folder of the teacher, when none is passed to the trainer.
+        student_feature_module, teacher_feature_module: module whose input is the penultimate embedding.
+        teacher_dtype: run the teacher in this dtype.
+        relation_scope: ``"local"`` or ``"global"`` relations under data parallelism.
+    """
+
+    # --- which methods -----------------------------------------------------------------------------------------------
+    methods: list[str] = field(
+        default_factory=lambda: ["rrd", "kd"],
+        metadata={
+            "help": "Methods to switch on with their paper defaults, any of kd, rkd, rrd, vrm. An explicitly set weight "
+            "overrides this list (a positive weight switches its method on, zero switches it off)."
+        },
+    )
+    # --- cross-entropy and KD ----------------------------------------------------------------------------------------
+    ce_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the cross-entropy with the labels (>= 0)."}
+    )
+    kd_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of Hinton KD (>= 0). Default: 1 if 'kd' is in methods, else 0."},
+    )
+    kd_temperature: float = field(default=4.0, metadata={"help": "KD softening temperature (> 0)."})
+    # --- RKD ---------------------------------------------------------------------------------------------------------
+    rkd_distance_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of RKD's distance term (>= 0). Default: 25 if 'rkd' in methods, else 0."},
+    )
+    rkd_angle_weight: float | None = field(
+        default=None,
+        metadata={"help": "Weight of RKD's angle term (>= 0). Default: 50 if 'rkd' in methods, else 0."},
+    )
+    # --- RRD ---------------------------------------------------------------------------------------------------------
+    rrd_weight: float | None = field(
+        default=None, metadata={"help": "Weight of RRD (>= 0). Default: 1 if 'rrd' in methods, else 0."}
+    )
+    rrd_student_temperature: float = field(
+        default=0.04,
+        metadata={"help": "RRD student temperature tau_s (> 0); 0.04 in the paper, 0.1 in the 2025 code."},
+    )
+    rrd_teacher_temperature: float = field(
+        default=0.1,
+        metadata={"help": "RRD teacher temperature tau_t (> 0); 0.1 in the paper, 0.02 in the 2025 code."},
+    )
+    rrd_queue_size: int = field(
+        default=16384, metadata={"help": "Number of teacher keys in the RRD queue (>= 1)."}
+    )
+    rrd_embed_dim: int = field(default=128, metadata={"help": "Width of the RRD projection heads (>= 1)."})
+    rrd_enqueue_before_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "Enqueue the batch's teacher keys before computing RRD (the authors' 2025 code) instead of after "
+            "(the paper, MoCo order)."
+        },
+    )
+    # --- VRM ---------------------------------------------------------------------------------------------------------
+    vrm_inter_sample_weight: float | None = field(
+        default=None,
+        metadata={"help": "VRM inter-sample weight alpha (>= 0). Default: 128 if 'vrm' in methods, else 0."},
+    )
+    vrm_inter_class_weight: float | None = field(
+        default=None,
+        metadata={"help": "VRM inter-class weight beta (>= 0). Default: 32 if 'vrm' in methods, else 0."},
+    )
+    vrm_prune_percentile: float = field(
+        default=90.0,
+        metadata={
+            "help": "Inter-sample edges whose joint student entropy is above this percentile of the batch are pruned; "
+            "in (0, 100], 100 disables pruning."
+        },
+    )
+    vrm_zsnorm: bool = field(default=True, metadata={"help": "Z-score logits before building VRM relations."})
+    vrm_adaptor: bool = field(
+        default=False, metadata={"help": "Train a residual MLP logit adaptor on the student side of VRM."}
+    )
+    vrm_virtual_ce: bool = field(
+        default=True,
+        metadata={
+            "help": "With VRM, apply the cross-entropy to the virtual view too (mean over both views)."
+        },
+    )
+    # --- models ------------------------------------------------------------------------------------------------------
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id or local folder of the teacher, used when no teacher model is passed to the trainer."
+        },
+    )
+    student_feature_module: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dotted name of the student module whose input is the penultimate embedding (default: the "
+            "classifier, found automatically)."
+        },
+    )
+    teacher_feature_module: str | None = field(
+        default=None, metadata={"help": "Same as student_feature_module, for the teacher."}
+    )
+    teacher_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Cast the frozen teacher to this dtype (float32, bfloat16, float16); default: keep its dtype. "
+            "Relational math always runs in float32."
+        },
+    )
+    relation_scope: str = field(
+        default="local",
+        metadata={
+            "help": "'local': relations within each process's batch (cheap). 'global': features and logits are "
+            "gathered with gradient so RKD/RRD/VRM relations span the global batch."
+        },
+    )
+    eval_teacher: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the teacher during evaluation to report teacher accuracy and teacher agreement."
+        },
+    )
+    # --- TrainingArguments defaults that distillation needs ------------------------------------------------------------
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={
+            "help": "Kept False: the views transform needs the raw image column, and the student's forward signature "
+            "does not list pixel_values_virtual."
+        },
+    )
+
+    def __post_init__(self):
+        self._resolve_and_validate_distillation()
+        if self.label_names is None:
+            # plain nn.Module students have no `labels` argument from which the Trainer could infer this
+            self.label_names = ["labels"]
+        super().__post_init__()
+
+    # ------------------------------------------------------------------------------------------------------------------
+    def _resolve_and_validate_distillation(self) -> None:
+        methods = [self.methods] if isinstance(self.methods, str) else list(self.methods or [])
+        methods = [m.strip().lower() for entry in methods for m in str(entry).split(",") if m.strip()]
+        unknown = sorted(set(methods) - set(KNOWN_METHODS))
+        if unknown:
+            raise ValueError(
+                f"`methods` contains unknown method(s) {unknown}; allowed: {list(KNOWN_METHODS)}."
+            )
+        self.methods = methods
+        for method, defaults in METHOD_DEFAULT_WEIGHTS.items():
+            for name, default in defaults.items():
+                if getattr(self, name) is None:
+                    setattr(self, name, default if method in methods else 0.0)
+        for name in ["ce_weight", *_WEIGHT_FIELDS]:
+            value = float(getattr(self, name))
+            if not value >= 0:  # also rejects NaN
+                raise ValueError(f"`{name}` must be >= 0, got {value}.")
+            setattr(self, name, value)
+        for name in ("kd_temperature", "rrd_student_temperature", "rrd_teacher_temperature"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"`{name}` must be > 0, got {value}.")
+        for name in ("rrd_queue_size", "rrd_embed_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {getattr(self, name)}.")
+        if not 0 < self.vrm_prune_percentile <= 100:
+            raise ValueError(
+                f"`vrm_prune_percentile` must be in (0, 100] (100 disables pruning), got {self.vrm_prune_percentile}."
+            )
+        if self.relation_scope not in ("local", "global"):
+            raise ValueError(f"`relation_scope` must be 'local' or 'global', got {self.relation_scope!r}.")
+        if self.teacher_dtype not in (None, "auto", "float32", "bfloat16", "float16"):
+            raise ValueError(
+                f"`teacher_dtype` must be one of None, 'float32', 'bfloat16', 'float16', got {self.teacher_dtype!r}."
+            )
+        if self.ce_weight == 0 and not self.enabled_methods:
+            raise ValueError(
+                "Every loss weight is 0: set `ce_weight` > 0 or enable a method with `methods` or a positive weight."
+            )
+
+    @property
+    def enabled_methods(self) -> list[str]:
+        """Names of the distillation methods that will run (positive weights), in a fixed order."""
+        enabled = []
+        for method, defaults in METHOD_DEFAULT_WEIGHTS.items():
+            if any((getattr(self, name) or 0) > 0 for name in defaults):
+                enabled.append(method)
+        return enabled

@@ -1,0 +1,541 @@
+"""``RelationalDistillationTrainer``: a ``transformers.Trainer`` that distils a frozen teacher into the student."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import os
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoModelForImageClassification, PreTrainedModel, Trainer
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..distributed import (
+    average_gradients,
+    broadcast_module,
+    gather_no_grad,
+    gather_with_grad,
+    is_distributed,
+)
+from ..features import FeatureTap, classifier_num_outputs, find_classifier
+from ..methods import ModelDims, StepOutputs, build_methods
+from ..metrics import DistillationMetrics
+from .config import RelationalDistillationConfig
+
+logger = logging.getLogger(__name__)
+
+DISTILLATION_STATE_NAME = "distillation_state.pt"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _logits_of(outputs: Any) -> Tensor:
+    if isinstance(outputs, Tensor):
+        return outputs
+    if isinstance(outputs, dict) and "logits" in outputs:
+        return outputs["logits"]
+    if hasattr(outputs, "logits"):
+        return outputs.logits
+    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], Tensor):
+        return outputs[0]
+    raise TypeError(
+        f"The model returned {type(outputs).__name__}; expected logits (a tensor, or an output with `.logits`)."
+    )
+
+
+def _num_labels(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "num_labels", None):
+        return int(config.num_labels)
+    try:
+        _, classifier = find_classifier(model)
+    except ValueError:
+        return None
+    return classifier_num_outputs(classifier)
+
+
+def _label_names(model: nn.Module) -> list[str] | None:
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if not id2label:
+        return None
+    names = [str(id2label[i]) for i in sorted(id2label)]
+    # "LABEL_0", "LABEL_1", ... are transformers' placeholders, not real names
+    if all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        return None
+    return names
+
+
+@contextlib.contextmanager
+def _preserved_rng_state():
+    """Run a block without changing the python, numpy or torch random state (for input checks before training)."""
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.random.set_rng_state(torch_state)
+
+
+class RelationalDistillationTrainer(Trainer):
+    """A :class:`transformers.Trainer` that trains ``model`` (the student) with cross-entropy plus any weighted mix
+    of Hinton KD, RKD, RRD and VRM terms from a frozen ``teacher_model``.
+
+    It takes the same arguments as ``Trainer`` plus the teacher. The teacher is put in eval mode, frozen, prepared by
+    Accelerate in evaluation mode (never wrapped in DDP, never in the optimizer) and run without gradient. The methods
+    that need penultimate embeddings (RKD, RRD) read them with a forward hook on each model's classifier, so any image
+    classifier whose last layer is linear works: 🤗 Transformers models, ``TimmWrapperForImageClassification`` and
+    plain ``nn.Module`` classifiers returning logits.
+
+    Args:
+        model: the student.
+        teacher_model: the teacher, or a Hub id / local folder loaded with ``AutoModelForImageClassification``
+            (default: ``args.teacher_model_name_or_path``).
+        args: a :class:`RelationalDistillationConfig`.
+        data_collator: default :class:`hf_relkd.data.DistillationCollator`.
+        compute_metrics: default :class:`hf_relkd.metrics.DistillationMetrics` (top-1/top-5 accuracy and teacher
+            agreement).
+        teacher_input_transform: applied to the student's ``pixel_values`` before the teacher sees them, e.g.
+            :class:`hf_relkd.data.Renormalize` when the teacher expects another normalisation.
+        **kwargs: every other ``transformers.Trainer`` argument (``train_dataset``, ``eval_dataset``,
+            ``processing_class``, ``callbacks``, ``optimizers``, ...).
+    """
+
+    _tag_names = ["hf_relkd", "knowledge-distillation", "image-classification"]
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module | None = None,
+        teacher_model: PreTrainedModel | nn.Module | str | None = None,
+        args: RelationalDistillationConfig | None = None,
+        data_collator: Callable | None = None,
+        compute_metrics: Callable | None = None,
+        teacher_input_transform: Callable[[Tensor], Tensor] | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            args = RelationalDistillationConfig(output_dir="hf_relkd_output")
+        if not isinstance(args, RelationalDistillationConfig):
+            raise TypeError(
+                f"`args` must be a RelationalDistillationConfig, got {type(args).__name__}. Build one with the same "
+                "fields: RelationalDistillationConfig(**training_args.to_dict(), methods=[...])."
+            )
+        if model is None:
+            raise ValueError(
+                "`model` (the student) is required; model_init is not supported for distillation."
+            )
+        teacher_model = self._load_teacher(teacher_model, args)
+        self._validate_pair(model, teacher_model)
+
+        if data_collator is None:
+            from ..data import DistillationCollator
+
+            data_collator = DistillationCollator()
+        if compute_metrics is None:
+            compute_metrics = DistillationMetrics()
+        super().__init__(
+            model=model, args=args, data_collator=data_collator, compute_metrics=compute_metrics, **kwargs
+        )
+
+        # Our losses are per-batch means: let the Trainer divide them by the gradient-accumulation steps, and never
+        # pass `num_items_in_batch` into the student.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        if not self.label_names:
+            self.label_names = ["labels"]
+
+        self.teacher = self._prepare_teacher(teacher_model)
+        self.teacher_input_transform = teacher_input_transform
+        self.teacher_name_or_path = self._teacher_identity(teacher_model)
+
+        self.distillation_methods, self._student_tap, self._teacher_tap = self._build_methods(
+            model, teacher_model
+        )
+        self.distillation_methods.to(self.args.device)
+        broadcast_module(self.distillation_methods)
+        self._needs_features = any(m.needs_features for m in self.distillation_methods.values())
+        self._needs_virtual = any(m.needs_virtual_view for m in self.distillation_methods.values())
+        self._metrics: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names + self.args.enabled_methods)
+        if self.args.gradient_accumulation_steps > 1 and any(
+            m.relational for m in self.distillation_methods.values()
+        ):
+            logger.info(
+                "Relational terms are computed within each micro-batch of %d samples (gradient accumulation does not "
+                "enlarge the relation graph or the RRD batch); CE and KD are exact over the accumulated batch.",
+                self.args.per_device_train_batch_size,
+            )
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # set-up
+    # ------------------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _load_teacher(teacher_model, args: RelationalDistillationConfig) -> nn.Module:
+        teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        if teacher_model is None:
+            raise ValueError(
+                "No teacher: pass `teacher_model=` (a model, a Hub id or a local folder) to the trainer or set "
+                "`teacher_model_name_or_path` in the config."
+            )
+        if isinstance(teacher_model, (str, os.PathLike)):
+            from .. import models  # noqa: F401  (registers the CIFAR zoo with the Auto classes)
+
+            try:
+                teacher_model = AutoModelForImageClassification.from_pretrained(str(teacher_model))
+            except OSError as err:
+                raise ValueError(
+                    f"Could not load the teacher {str(teacher_model)!r}: it is neither a local folder with a saved "
+                    "model nor a reachable Hub repository. Pass a local folder written by `save_pretrained` (e.g. by "
+                    "recipes/cifar100_teacher.py) or a model object."
+                ) from err
+        if not isinstance(teacher_model, nn.Module):
+            raise TypeError(
+                f"`teacher_model` must be an nn.Module or a path, got {type(teacher_model).__name__}."
+            )
+        return teacher_model
+
+    @staticmethod
+    def _validate_pair(student: nn.Module, teacher: nn.Module) -> None:
+        n_teacher = _num_labels(teacher)
+        if n_teacher is None:
+            raise ValueError(
+                f"The teacher ({type(teacher).__name__}) does not look like a classifier: it has no `config.num_labels` "
+                "and no linear output layer. Pass an image-classification model (e.g. loaded with "
+                "AutoModelForImageClassification)."
+            )
+        n_student = _num_labels(student)
+        if n_student is not None and n_student != n_teacher:
+            raise ValueError(
+                f"The student predicts {n_student} classes but the teacher predicts {n_teacher}. Build the student with "
+                f"num_labels={n_teacher} (and the teacher's id2label)."
+            )
+        s_names, t_names = _label_names(student), _label_names(teacher)
+        if s_names is not None and t_names is not None and s_names != t_names:
+            diff = [(i, s, t) for i, (s, t) in enumerate(zip(s_names, t_names)) if s != t][:5]
+            raise ValueError(
+                "Student and teacher use different label names (index, student, teacher): "
+                f"{diff}. Build the student with the teacher's `id2label` so class i means the same for both."
+            )
+
+    def _prepare_teacher(self, teacher: nn.Module) -> nn.Module:
+        if self.args.teacher_dtype not in (None, "auto"):
+            teacher = teacher.to(_DTYPES[self.args.teacher_dtype])
+        teacher.requires_grad_(False)
+        teacher.eval()
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            teacher = teacher.to(self.args.device)
+        else:
+            teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        teacher.eval()
+        return teacher
+
+    @staticmethod
+    def _teacher_identity(teacher: nn.Module) -> str | None:
+        config = getattr(teacher, "config", None)
+        return getattr(config, "_name_or_path", None) or None
+
+    def _build_methods(
+        self, student: nn.Module, teacher: nn.Module
+    ) -> tuple[nn.ModuleDict, FeatureTap | None, FeatureTap | None]:
+        from ..methods import METHOD_REGISTRY
+
+        needs_features = any(
+            cls.needs_features and cls.is_enabled(self.args) for cls in METHOD_REGISTRY.values()
+        )
+        student_tap = teacher_tap = None
+        if needs_features:
+            student_tap = FeatureTap(student, self.args.student_feature_module, "student_feature_module")
+            teacher_tap = FeatureTap(
+                _unwrap(teacher), self.args.teacher_feature_module, "teacher_feature_module"
+            )
+        dims = ModelDims(
+            num_classes=_num_labels(teacher),
+            student_dim=student_tap.dim if student_tap else None,
+            teacher_dim=teacher_tap.dim if teacher_tap else None,
+        )
+        scope_global = self.args.relation_scope == "global"
+        # with a global scope the methods already see the gathered batch, so the queue must not gather again
+        gather_fn = None if scope_global else gather_no_grad
+        return build_methods(self.args, dims, gather_fn), student_tap, teacher_tap
+
+    def distillation_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters owned by the distillation methods (RRD's student head, VRM's adaptor)."""
+        return [p for p in self.distillation_methods.parameters() if p.requires_grad]
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the distillation methods' trainable parameters as an extra group."""
+        user_optimizer = self.optimizer is not None
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        params = self.distillation_parameters()
+        if params:
+            present = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            missing = [p for p in params if id(p) not in present]
+            if missing and user_optimizer:
+                raise ValueError(
+                    "The optimizer passed to the trainer does not include the distillation parameters (RRD head / VRM "
+                    "adaptor), which would then never be trained. Pass `optimizer_cls_and_kwargs=(cls, kwargs)` "
+                    "instead of an optimizer instance, or include `trainer.distillation_parameters()` in it."
+                )
+            if missing:
+                optimizer.add_param_group({"params": missing, "weight_decay": self.args.weight_decay})
+        return optimizer
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # input checks
+    # ------------------------------------------------------------------------------------------------------------------
+    def _check_train_inputs(self) -> None:
+        """Fail before the first step (and before anything is written) on a dataset the methods cannot use."""
+        dataset = self.train_dataset
+        if (
+            dataset is None
+            or not hasattr(dataset, "__getitem__")
+            or not hasattr(dataset, "__len__")
+            or len(dataset) == 0
+        ):
+            return
+        with _preserved_rng_state():
+            batch = self.data_collator([dataset[0]])
+        for key in ("pixel_values", "labels"):
+            if key not in batch or batch[key] is None:
+                raise ValueError(
+                    f"The training batches have no `{key}` (keys: {sorted(batch)}). Use hf_relkd.data.ViewTransform "
+                    "with `dataset.with_transform(...)` so each example yields `pixel_values` and `labels`."
+                )
+        if self._needs_virtual and "pixel_values_virtual" not in batch:
+            raise ValueError(
+                "VRM needs a virtual view, but the training batches have no `pixel_values_virtual`. Build the train "
+                "transform with `ViewTransform(train=True, virtual_view=True)`."
+            )
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """Same as ``Trainer.train``; the training data is checked first."""
+        self._check_train_inputs()
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # loss
+    # ------------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _teacher_forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.teacher_input_transform is not None:
+            pixel_values = self.teacher_input_transform(pixel_values)
+        param = next(self.teacher.parameters(), None)
+        if param is not None and param.dtype != pixel_values.dtype and not torch.is_autocast_enabled():
+            pixel_values = pixel_values.to(param.dtype)
+        logits = _logits_of(
+            self.teacher(pixel_values=pixel_values)
+            if _accepts_pixel_values(self.teacher)
+            else self.teacher(pixel_values)
+        )
+        features = self._teacher_tap.pop() if self._teacher_tap is not None and self._needs_features else None
+        return logits, features
+
+    def _student_forward(self, model: nn.Module, pixel_values: Tensor) -> tuple[Any, Tensor, Tensor | None]:
+        outputs = model(pixel_values=pixel_values) if _accepts_pixel_values(model) else model(pixel_values)
+        features = self._student_tap.pop() if self._student_tap is not None and self._needs_features else None
+        return outputs, _logits_of(outputs), features
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ):
+        """Cross-entropy plus the weighted distillation terms.
+
+        In training, every term is recorded and logged as ``loss/<name>`` (its weighted contribution). In evaluation,
+        the loss is the cross-entropy and the outputs carry the teacher's logits beside the student's, so
+        ``compute_metrics`` can report teacher agreement; the relational terms (and the RRD queue) are untouched.
+        """
+        if "labels" not in inputs or inputs["labels"] is None:
+            raise ValueError(
+                f"The batch has no `labels` (keys: {sorted(inputs)}); distillation needs labels for the cross-entropy."
+            )
+        labels = inputs["labels"]
+        pixel_values = inputs["pixel_values"]
+        if not model.training:
+            return self._evaluation_loss(model, pixel_values, labels, return_outputs)
+
+        virtual = inputs.get("pixel_values_virtual") if self._needs_virtual else None
+        if self._needs_virtual and virtual is None:
+            raise ValueError(
+                "VRM needs `pixel_values_virtual` in every batch: use ViewTransform(virtual_view=True)."
+            )
+        batch_size = pixel_values.shape[0]
+        # one forward over both views: the student sees 2B images (its BatchNorm statistics span both views)
+        student_input = torch.cat([pixel_values, virtual]) if virtual is not None else pixel_values
+        outputs, student_logits, student_features = self._student_forward(model, student_input)
+        teacher_logits, teacher_features = self._teacher_forward(student_input)
+
+        step = StepOutputs(
+            labels=labels,
+            student_logits=student_logits[:batch_size],
+            teacher_logits=teacher_logits[:batch_size],
+        )
+        if student_features is not None:
+            step.student_features = student_features[:batch_size]
+            step.teacher_features = teacher_features[:batch_size]
+        if virtual is not None:
+            step.student_logits_virtual = student_logits[batch_size:]
+            step.teacher_logits_virtual = teacher_logits[batch_size:]
+
+        terms: dict[str, Tensor] = {}
+        if self.args.ce_weight:
+            if virtual is not None and self.args.vrm_virtual_ce:
+                ce = F.cross_entropy(student_logits.float(), torch.cat([labels, labels]))
+            else:
+                ce = F.cross_entropy(step.student_logits.float(), labels)
+            terms["ce"] = self.args.ce_weight * ce
+        relational_step = (
+            self._gathered(step) if self.args.relation_scope == "global" and is_distributed() else step
+        )
+        for method in self.distillation_methods.values():
+            terms.update(method(relational_step if method.relational else step))
+        loss = torch.stack(list(terms.values())).sum()
+        self._record(terms, step)
+
+        if return_outputs:
+            if isinstance(outputs, Tensor):
+                outputs = ImageClassifierOutput(logits=step.student_logits)
+            return loss, outputs
+        return loss
+
+    def _evaluation_loss(self, model, pixel_values, labels, return_outputs):
+        outputs, logits, _ = self._student_forward(model, pixel_values)
+        loss = F.cross_entropy(logits.float(), labels)
+        if not return_outputs:
+            return loss
+        eval_outputs = {"logits": logits}
+        if self.args.eval_teacher:
+            eval_outputs["teacher_logits"] = self._teacher_forward(pixel_values)[0]
+        if self._teacher_tap is not None:
+            self._teacher_tap.clear()
+        return loss, eval_outputs
+
+    @staticmethod
+    def _gathered(step: StepOutputs) -> StepOutputs:
+        def gather(x: Tensor | None, grad: bool) -> Tensor | None:
+            if x is None:
+                return None
+            return gather_with_grad(x) if grad else gather_no_grad(x)
+
+        return StepOutputs(
+            labels=gather(step.labels, False),
+            student_logits=gather(step.student_logits, True),
+            teacher_logits=gather(step.teacher_logits, False),
+            student_features=gather(step.student_features, True),
+            teacher_features=gather(step.teacher_features, False),
+            student_logits_virtual=gather(step.student_logits_virtual, True),
+            teacher_logits_virtual=gather(step.teacher_logits_virtual, False),
+        )
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Tensor | Any], num_items_in_batch=None
+    ) -> Tensor:
+        """``Trainer.training_step``, then the distillation parameters' gradients are averaged across processes (they
+        live outside the DDP-wrapped student)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        average_gradients(self.distillation_parameters())
+        return loss
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # logging
+    # ------------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _record(self, terms: dict[str, Tensor], step: StepOutputs) -> None:
+        store = self._metrics["train"]
+        for name, value in terms.items():
+            store[f"loss/{name}"].append(value.detach().float())
+        agreement = (step.student_logits.argmax(-1) == step.teacher_logits.argmax(-1)).float().mean()
+        store["teacher_agreement"].append(agreement)
+        for method in self.distillation_methods.values():
+            for name, value in method.metrics().items():
+                store[name].append(torch.tensor(float(value), device=agreement.device))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the averages of the recorded per-term losses and diagnostics since the last log, then logs."""
+        mode = "train" if self.model.training else "eval"
+        recorded = self._metrics[mode]
+        if recorded:
+            names = sorted(recorded)
+            means = torch.stack([torch.stack(recorded[name]).mean() for name in names])
+            means = self.accelerator.reduce(means, reduction="mean") if is_distributed() else means
+            prefix = "eval_" if mode == "eval" else ""
+            logs.update({f"{prefix}{name}": round(float(v), 6) for name, v in zip(names, means.tolist())})
+            recorded.clear()
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # checkpoints
+    # ------------------------------------------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        """Saves the distillation state (RRD heads, queue and pointer; VRM adaptor) beside the usual checkpoint."""
+        if len(self.distillation_methods) and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            os.makedirs(folder, exist_ok=True)
+            torch.save(self.distillation_methods.state_dict(), os.path.join(folder, DISTILLATION_STATE_NAME))
+        super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Restores the student as the Trainer does, then the distillation state."""
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self.load_distillation_state(resume_from_checkpoint)
+
+    def load_distillation_state(self, checkpoint_dir: str) -> None:
+        """Load RRD heads/queue/pointer and VRM adaptor saved by a checkpoint.
+
+        Args:
+            checkpoint_dir: a ``checkpoint-N`` folder written by this trainer.
+        """
+        if not len(self.distillation_methods):
+            return
+        path = os.path.join(checkpoint_dir, DISTILLATION_STATE_NAME)
+        if not os.path.isfile(path):
+            logger.warning(
+                "%s has no %s: the distillation state (RRD queue and heads) starts fresh.",
+                checkpoint_dir,
+                DISTILLATION_STATE_NAME,
+            )
+            return
+        state = torch.load(path, map_location=self.args.device, weights_only=True)
+        self.distillation_methods.load_state_dict(state)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+@functools.lru_cache(maxsize=64)
+def _forward_takes_pixel_values(cls: type) -> bool:
+    try:
+        return "pixel_values" in inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _accepts_pixel_values(model: nn.Module) -> bool:
+    """🤗 models take ``pixel_values=``; plain ``nn.Module`` classifiers take the tensor positionally."""
+    return _forward_takes_pixel_values(type(_unwrap(model)))
