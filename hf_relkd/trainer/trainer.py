@@ -165,6 +165,7 @@ class RelationalDistillationTrainer(Trainer):
         self._needs_features = any(m.needs_features for m in self.distillation_methods.values())
         self._needs_virtual = any(m.needs_virtual_view for m in self.distillation_methods.values())
         self._metrics: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._distillation_grads_step = -1
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names + self.args.enabled_methods)
         if self.args.gradient_accumulation_steps > 1 and any(
@@ -450,8 +451,14 @@ class RelationalDistillationTrainer(Trainer):
     ) -> Tensor:
         """``Trainer.training_step``, then the distillation parameters' gradients are averaged across processes (they
         live outside the DDP-wrapped student)."""
+        params = self.distillation_parameters()
+        if params and self._distillation_grads_step != self.state.global_step:
+            # the Trainer zeroes only the student's gradients after an update; ours would otherwise accumulate forever
+            for p in params:
+                p.grad = None
+            self._distillation_grads_step = self.state.global_step
         loss = super().training_step(model, inputs, num_items_in_batch)
-        average_gradients(self.distillation_parameters())
+        average_gradients(params)
         return loss
 
     # ------------------------------------------------------------------------------------------------------------------
