@@ -254,7 +254,8 @@ def _previous_run_in_output_dir(tmp_path):
 
 def assert_untouched(args):
     assert sorted(os.listdir(args.output_dir)) == ["previous_run.txt"], "a failed run wrote into output_dir"
-    assert open(os.path.join(args.output_dir, "previous_run.txt")).read() == "keep me"
+    with open(os.path.join(args.output_dir, "previous_run.txt")) as f:
+        assert f.read() == "keep me"
 
 
 def test_mismatched_number_of_labels(tmp_path):
@@ -443,3 +444,17 @@ def test_every_config_field_is_exposed_by_hf_argument_parser(tmp_path):
         "--teacher_feature_module",
     ):
         assert name in help_text
+
+
+def test_multistep_schedule_decays_at_the_given_epochs(tmp_path):
+    student, teacher = make_pair()
+    args = make_config(
+        tmp_path, ["kd"], max_steps=-1, num_train_epochs=4, lr_decay_epochs=[3, 2], learning_rate=0.1
+    )
+    trainer = RelationalDistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=tensor_dataset(32)
+    )
+    trainer.train()
+    rates = [entry["learning_rate"] for entry in train_logs(trainer)]
+    # 32 samples / batch 8 = 4 steps per epoch: decays after steps 8 and 12
+    assert rates == pytest.approx([0.1] * 8 + [0.01] * 4 + [0.001] * 4)

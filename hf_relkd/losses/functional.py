@@ -54,6 +54,22 @@ def _check_batch(name_a: str, a: Tensor, name_b: str, b: Tensor, same_width: boo
         )
 
 
+def _check_vrm_inputs(
+    student_logits: Tensor,
+    student_logits_virtual: Tensor,
+    teacher_logits: Tensor,
+    teacher_logits_virtual: Tensor,
+) -> None:
+    """All four VRM inputs must be ``(B, C)`` with the same ``B`` and ``C`` (edges are compared element-wise, and a
+    mismatched teacher of batch or width 1 would otherwise broadcast silently)."""
+    for name, x in (
+        ("student_logits_virtual", student_logits_virtual),
+        ("teacher_logits", teacher_logits),
+        ("teacher_logits_virtual", teacher_logits_virtual),
+    ):
+        _check_batch("student_logits", student_logits, name, x, same_width=True)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Hinton KD
 # ---------------------------------------------------------------------------------------------------------------------
@@ -299,6 +315,10 @@ def vrm_inter_sample_loss(
     Edges ``E_ij = (z_i - z̃_j) / ‖z_i - z̃_j‖`` between real sample ``i`` and virtual sample ``j`` (B×B×C), matched
     teacher→student with Huber (δ=1), averaged over the kept edges and the class dimension.
     """
+    _check_vrm_inputs(student_logits, student_logits_virtual, teacher_logits, teacher_logits_virtual)
+    b = student_logits.shape[0]
+    if keep is not None and tuple(keep.shape) != (b, b):
+        raise ValueError(f"`keep` must be a ({b}, {b}) mask, got shape {tuple(keep.shape)}.")
     t, t_v = _f32(teacher_logits).detach(), _f32(teacher_logits_virtual).detach()
     s, s_v = _f32(student_logits), _f32(student_logits_virtual)
     weight = None if keep is None else keep.to(s.dtype)
@@ -321,6 +341,7 @@ def vrm_inter_class_loss(
     averaged over all entries. Computed in chunks of classes with recomputation in backward, so ImageNet-sized
     ``C²·B`` tensors are never materialised.
     """
+    _check_vrm_inputs(student_logits, student_logits_virtual, teacher_logits, teacher_logits_virtual)
     s, s_v = _f32(student_logits).t(), _f32(student_logits_virtual).t()
     t, t_v = _f32(teacher_logits).detach().t(), _f32(teacher_logits_virtual).detach().t()
     total = _chunked_edge_huber_sum(s, s_v, t, t_v, None, max_chunk_elements)
@@ -359,12 +380,7 @@ def vrm_loss(
     Returns:
         Scalar float32 loss ``α · L_IS + β · L_IC``.
     """
-    for name, x in (
-        ("student_logits_virtual", student_logits_virtual),
-        ("teacher_logits", teacher_logits),
-        ("teacher_logits_virtual", teacher_logits_virtual),
-    ):
-        _check_batch("student_logits", student_logits, name, x, same_width=True)
+    _check_vrm_inputs(student_logits, student_logits_virtual, teacher_logits, teacher_logits_virtual)
     keep = joint_entropy_keep_mask(student_logits, student_logits_virtual, prune_percentile)
     if prune_percentile >= 100:
         keep = None

@@ -161,6 +161,17 @@ class RelationalDistillationConfig(TrainingArguments):
             "help": "Run the teacher during evaluation to report teacher accuracy and teacher agreement."
         },
     )
+    # --- schedule ------------------------------------------------------------------------------------------------------
+    lr_decay_epochs: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Multi-step schedule of the CIFAR-100 benchmark: multiply the learning rate by lr_decay_rate at "
+            "each of these epochs (e.g. 150 180 210 of 240). Converted to optimizer steps; overrides lr_scheduler_type."
+        },
+    )
+    lr_decay_rate: float = field(
+        default=0.1, metadata={"help": "Factor of each multi-step decay (in (0, 1])."}
+    )
     # --- TrainingArguments defaults that distillation needs ------------------------------------------------------------
     remove_unused_columns: bool = field(
         default=False,
@@ -213,6 +224,12 @@ class RelationalDistillationConfig(TrainingArguments):
             raise ValueError(
                 f"`teacher_dtype` must be one of None, 'float32', 'bfloat16', 'float16', got {self.teacher_dtype!r}."
             )
+        if self.lr_decay_epochs is not None:
+            self.lr_decay_epochs = sorted(float(e) for e in self.lr_decay_epochs)
+            if any(e <= 0 for e in self.lr_decay_epochs):
+                raise ValueError(f"`lr_decay_epochs` must be positive epochs, got {self.lr_decay_epochs}.")
+        if not 0 < self.lr_decay_rate <= 1:
+            raise ValueError(f"`lr_decay_rate` must be in (0, 1], got {self.lr_decay_rate}.")
         if self.ce_weight == 0 and not self.enabled_methods:
             raise ValueError(
                 "Every loss weight is 0: set `ce_weight` > 0 or enable a method with `methods` or a positive weight."

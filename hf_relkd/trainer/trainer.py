@@ -291,6 +291,31 @@ class RelationalDistillationTrainer(Trainer):
                 optimizer.add_param_group({"params": missing, "weight_decay": self.args.weight_decay})
         return optimizer
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The Trainer's scheduler, or the benchmark's multi-step decay when ``args.lr_decay_epochs`` is set (with the
+        Trainer's linear warm-up, if any)."""
+        if self.args.lr_decay_epochs is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            milestones = [
+                round(epoch * self._update_steps_per_epoch()) for epoch in self.args.lr_decay_epochs
+            ]
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            rate = self.args.lr_decay_rate
+
+            def factor(step: int) -> float:
+                warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
+                return warm * rate ** sum(step >= m for m in milestones)
+
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _update_steps_per_epoch(self) -> float:
+        batches = len(self.get_train_dataloader())
+        return max(1.0, batches / self.args.gradient_accumulation_steps)
+
     # ------------------------------------------------------------------------------------------------------------------
     # input checks
     # ------------------------------------------------------------------------------------------------------------------
