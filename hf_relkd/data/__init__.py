@@ -3,6 +3,7 @@ the embedded digits dataset used by the quick start."""
 
 from .collator import DistillationCollator
 from .digits import DIGITS_MEAN, DIGITS_NORMALIZATION, DIGITS_STD, load_digits_dataset
+from .processor import build_image_processor
 from .views import (
     CIFAR100_MEAN,
     CIFAR100_NORMALIZATION,
@@ -21,6 +22,7 @@ from .views import (
 )
 
 __all__ = [
+    "build_image_processor",
     "CIFAR100_MEAN",
     "CIFAR100_NORMALIZATION",
     "CIFAR100_STD",
