@@ -64,8 +64,9 @@ class DistillationMethod(nn.Module):
 
     @classmethod
     def is_enabled(cls, config: RelationalDistillationConfig) -> bool:
-        """Whether the config switches this method on (a positive weight)."""
-        raise NotImplementedError
+        """Whether the config switches this method on. Built-in methods follow ``config.enabled_methods`` (a positive
+        weight); a user-defined method overrides this to read its own config field."""
+        return cls.name in config.enabled_methods
 
     @classmethod
     def from_config(

@@ -21,10 +21,6 @@ class KDMethod(DistillationMethod):
         self.loss = KDLoss(temperature)
 
     @classmethod
-    def is_enabled(cls, config) -> bool:
-        return config.kd_weight > 0
-
-    @classmethod
     def from_config(cls, config, dims, gather_fn=None) -> KDMethod:
         return cls(config.kd_weight, config.kd_temperature)
 

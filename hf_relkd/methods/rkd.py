@@ -20,10 +20,6 @@ class RKDMethod(DistillationMethod):
         self.loss = RKDLoss(distance_weight, angle_weight)
 
     @classmethod
-    def is_enabled(cls, config) -> bool:
-        return config.rkd_distance_weight > 0 or config.rkd_angle_weight > 0
-
-    @classmethod
     def from_config(cls, config, dims, gather_fn=None) -> RKDMethod:
         return cls(config.rkd_distance_weight, config.rkd_angle_weight)
 

@@ -21,10 +21,6 @@ class RRDMethod(DistillationMethod):
         self.loss = loss
 
     @classmethod
-    def is_enabled(cls, config) -> bool:
-        return config.rrd_weight > 0
-
-    @classmethod
     def from_config(cls, config, dims, gather_fn=None) -> RRDMethod:
         loss = RRDLoss(
             student_dim=dims.student_dim,

@@ -20,10 +20,6 @@ class VRMMethod(DistillationMethod):
         self.loss = loss
 
     @classmethod
-    def is_enabled(cls, config) -> bool:
-        return config.vrm_inter_sample_weight > 0 or config.vrm_inter_class_weight > 0
-
-    @classmethod
     def from_config(cls, config, dims, gather_fn=None) -> VRMMethod:
         return cls(
             VRMLoss(
