@@ -1,8 +1,8 @@
 """Golden-value and behaviour tests for ``hf_relkd.losses``.
 
 Every reference below is written independently of the implementation: float64, explicit Python loops over samples,
-classes, pairs and triplets, straight from the formulas in ``README.md`` / ``methods.md`` (§1.2 RRD, §3/§6 VRM, §4
-RKD). The implementation runs in float32, hence ``rtol=1e-5``.
+classes, pairs and triplets, straight from the formulas of the loss docstrings and the methods reference (§1.2 RRD,
+§3/§6 VRM, §4 RKD). The implementation runs in float32, hence ``rtol=1e-5`` (looser only where noted).
 """
 
 from __future__ import annotations
@@ -186,6 +186,10 @@ def ref_vrm_terms(s, s_v, t, t_v, prune_percentile=90.0, zsnorm=True) -> tuple[f
 def ref_vrm(s, s_v, t, t_v, alpha=128.0, beta=32.0, prune_percentile=90.0, zsnorm=True) -> float:
     l_is, l_ic = ref_vrm_terms(s, s_v, t, t_v, prune_percentile, zsnorm)
     return alpha * l_is + beta * l_ic
+
+
+def _leaf(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().clone().requires_grad_(True)
 
 
 def _vrm_inputs(b: int, c: int, seed: int, scale: float = 3.0):
@@ -597,6 +601,70 @@ def test_vrm_teacher_gets_no_grad():
     VRMLoss()(s, s_v, t, t_v).backward()
     assert t.grad is None and t_v.grad is None
     assert s.grad is not None and s_v.grad is not None
+
+
+# =====================================================================================================================
+# Gradients w.r.t. the student: analytic (KD) or central differences of the float64 references
+# =====================================================================================================================
+def _numeric_grad(fn, x: torch.Tensor, h: float = 1e-6) -> torch.Tensor:
+    x = x.detach().double()
+    grad = torch.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        plus, minus = x.clone(), x.clone()
+        plus[idx] += h
+        minus[idx] -= h
+        grad[idx] = (fn(plus) - fn(minus)) / (2 * h)
+    return grad
+
+
+def _assert_grad_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-3) -> None:
+    assert actual is not None and actual.dtype == torch.float32
+    scale = float(expected.abs().max())
+    assert scale > 0
+    assert torch.allclose(actual.double(), expected, rtol=rtol, atol=rtol * scale), (actual, expected)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_kd_gradient_is_t_times_softmax_difference(temperature):
+    # d/ds [T² · KL(softmax(t/T) ‖ softmax(s/T))] averaged over B = T · (softmax(s/T) − softmax(t/T)) / B
+    s, t = _leaf(3 * _randn(4, 5, seed=80)), _leaf(3 * _randn(4, 5, seed=81))
+    kd_loss(s, t, temperature).backward()
+    expected = temperature * (
+        torch.softmax(s.double() / temperature, 1) - torch.softmax(t.double() / temperature, 1)
+    )
+    _assert_grad_close(s.grad, expected.detach() / 4, rtol=1e-5)
+    assert t.grad is None
+    _assert_grad_close(s.grad, _numeric_grad(lambda x: ref_kd(x, t, temperature), s), rtol=1e-4)
+
+
+def test_rkd_gradient_matches_reference():
+    s, t = _leaf(_randn(4, 3, seed=82)), _randn(4, 5, seed=83)
+    rkd_loss(s, t).backward()
+    _assert_grad_close(s.grad, _numeric_grad(lambda x: ref_rkd(x, t), s))
+
+
+def test_rrd_gradient_matches_reference():
+    norm = torch.nn.functional.normalize
+    s, t, m = (
+        _leaf(norm(_randn(3, 4, seed=84), dim=1)),
+        norm(_randn(3, 4, seed=85), dim=1),
+        norm(_randn(6, 4, seed=86), dim=1),
+    )
+    rrd_loss(s, t, m, 0.1, 0.05).backward()
+    _assert_grad_close(s.grad, _numeric_grad(lambda x: ref_rrd(x, t, m, 0.1, 0.05), s))
+
+
+@pytest.mark.parametrize("zsnorm", [True, False])
+def test_vrm_gradient_matches_reference(zsnorm):
+    s, s_v, t, t_v = _vrm_inputs(4, 4, seed=87)
+    s, s_v = _leaf(s), _leaf(s_v)
+    vrm_loss(s, s_v, t, t_v, prune_percentile=80.0, zsnorm=zsnorm).backward()
+    _assert_grad_close(
+        s.grad, _numeric_grad(lambda x: ref_vrm(x, s_v, t, t_v, prune_percentile=80.0, zsnorm=zsnorm), s)
+    )
+    _assert_grad_close(
+        s_v.grad, _numeric_grad(lambda x: ref_vrm(s, x, t, t_v, prune_percentile=80.0, zsnorm=zsnorm), s_v)
+    )
 
 
 # =====================================================================================================================

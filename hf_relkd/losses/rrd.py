@@ -21,9 +21,8 @@ class RRDLoss(nn.Module):
     * the paper (2024): ``student_temperature=0.04, teacher_temperature=0.1, enqueue_before_loss=False`` (default);
     * the authors' 2025 code: ``student_temperature=0.1, teacher_temperature=0.02, enqueue_before_loss=True``.
 
-    As in the authors' code, the teacher head receives no gradient: it is a fixed random projection
-    (``train_teacher_head=True`` makes it trainable instead, through the teacher side of the loss it has no gradient
-    either way, so this only matters for custom objectives).
+    As in the authors' code, the teacher head receives no gradient: it is a fixed random projection (frozen with
+    ``requires_grad=False``, and the teacher side of the loss is a constant anyway).
 
     Args:
         student_dim: width of the student's penultimate features.
