@@ -25,6 +25,7 @@ __all__ = [
     "rkd_angle_loss",
     "rrd_loss",
     "vrm_loss",
+    "vrm_terms",
     "vrm_inter_sample_loss",
     "vrm_inter_class_loss",
     "zscore_normalize",
@@ -348,6 +349,39 @@ def vrm_inter_class_loss(
     return total / float(s.shape[0] * s_v.shape[0] * s.shape[1])
 
 
+def vrm_terms(
+    student_logits: Tensor,
+    student_logits_virtual: Tensor,
+    teacher_logits: Tensor,
+    teacher_logits_virtual: Tensor,
+    inter_sample_weight: float = 128.0,
+    inter_class_weight: float = 32.0,
+    prune_percentile: float = 90.0,
+    zsnorm: bool = True,
+    max_chunk_elements: int = 1 << 24,
+    keep: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """The weighted VRM terms ``{"vrm_inter_sample": α·L_IS, "vrm_inter_class": β·L_IC}`` (a zero weight skips its
+    term). Arguments as :func:`vrm_loss`; ``keep`` is a precomputed ``(B, B)`` edge mask (e.g. from the logits before a
+    student adaptor), otherwise it is computed from ``student_logits`` and ``student_logits_virtual``."""
+    _check_vrm_inputs(student_logits, student_logits_virtual, teacher_logits, teacher_logits_virtual)
+    if not 0 < prune_percentile <= 100:
+        raise ValueError(f"`prune_percentile` must be in (0, 100], got {prune_percentile}.")
+    if keep is None and prune_percentile < 100:
+        keep = joint_entropy_keep_mask(student_logits, student_logits_virtual, prune_percentile)
+    logits = (student_logits, student_logits_virtual, teacher_logits, teacher_logits_virtual)
+    if zsnorm:
+        logits = tuple(zscore_normalize(z) for z in logits)
+    terms = {}
+    if inter_sample_weight:
+        terms["vrm_inter_sample"] = inter_sample_weight * vrm_inter_sample_loss(
+            *logits, keep, max_chunk_elements
+        )
+    if inter_class_weight:
+        terms["vrm_inter_class"] = inter_class_weight * vrm_inter_class_loss(*logits, max_chunk_elements)
+    return terms
+
+
 def vrm_loss(
     student_logits: Tensor,
     student_logits_virtual: Tensor,
@@ -380,31 +414,15 @@ def vrm_loss(
     Returns:
         Scalar float32 loss ``α · L_IS + β · L_IC``.
     """
-    _check_vrm_inputs(student_logits, student_logits_virtual, teacher_logits, teacher_logits_virtual)
-    keep = joint_entropy_keep_mask(student_logits, student_logits_virtual, prune_percentile)
-    if prune_percentile >= 100:
-        keep = None
-    if zsnorm:
-        student_logits, student_logits_virtual = (
-            zscore_normalize(student_logits),
-            zscore_normalize(student_logits_virtual),
-        )
-        teacher_logits, teacher_logits_virtual = (
-            zscore_normalize(teacher_logits),
-            zscore_normalize(teacher_logits_virtual),
-        )
-    loss = student_logits.new_zeros((), dtype=torch.float32)
-    if inter_sample_weight:
-        loss = loss + inter_sample_weight * vrm_inter_sample_loss(
-            student_logits,
-            student_logits_virtual,
-            teacher_logits,
-            teacher_logits_virtual,
-            keep,
-            max_chunk_elements,
-        )
-    if inter_class_weight:
-        loss = loss + inter_class_weight * vrm_inter_class_loss(
-            student_logits, student_logits_virtual, teacher_logits, teacher_logits_virtual, max_chunk_elements
-        )
-    return loss
+    terms = vrm_terms(
+        student_logits,
+        student_logits_virtual,
+        teacher_logits,
+        teacher_logits_virtual,
+        inter_sample_weight,
+        inter_class_weight,
+        prune_percentile,
+        zsnorm,
+        max_chunk_elements,
+    )
+    return sum(terms.values(), student_logits.new_zeros((), dtype=torch.float32))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .functional import joint_entropy_keep_mask, vrm_inter_class_loss, vrm_inter_sample_loss, zscore_normalize
+from .functional import joint_entropy_keep_mask, vrm_terms
 
 
 class LogitAdaptor(nn.Module):
@@ -71,24 +71,26 @@ class VRMLoss(nn.Module):
         """Weighted terms ``{"vrm_inter_sample": α·L_IS, "vrm_inter_class": β·L_IC}``."""
         keep = None
         if self.prune_percentile < 100:
+            # edges are judged on the student's own predictions, before any adaptor
             keep = joint_entropy_keep_mask(student_logits, student_logits_virtual, self.prune_percentile)
             self.last_kept_fraction = float(keep.float().mean())
-        s, s_v = student_logits, student_logits_virtual
         if self.adaptor is not None:
-            s, s_v = self.adaptor(s), self.adaptor(s_v)
-        t, t_v = teacher_logits, teacher_logits_virtual
-        if self.zsnorm:
-            s, s_v, t, t_v = (zscore_normalize(x) for x in (s, s_v, t, t_v))
-        terms = {}
-        if self.inter_sample_weight:
-            terms["vrm_inter_sample"] = self.inter_sample_weight * vrm_inter_sample_loss(
-                s, s_v, t, t_v, keep, self.max_chunk_elements
+            student_logits, student_logits_virtual = (
+                self.adaptor(student_logits),
+                self.adaptor(student_logits_virtual),
             )
-        if self.inter_class_weight:
-            terms["vrm_inter_class"] = self.inter_class_weight * vrm_inter_class_loss(
-                s, s_v, t, t_v, self.max_chunk_elements
-            )
-        return terms
+        return vrm_terms(
+            student_logits,
+            student_logits_virtual,
+            teacher_logits,
+            teacher_logits_virtual,
+            self.inter_sample_weight,
+            self.inter_class_weight,
+            self.prune_percentile,
+            self.zsnorm,
+            self.max_chunk_elements,
+            keep=keep,
+        )
 
     def forward(
         self,
