@@ -28,6 +28,7 @@ from ..distributed import (
     is_distributed,
 )
 from ..features import FeatureTap, classifier_num_outputs, find_classifier
+from ..hub import ModelCardOptions
 from ..methods import ModelDims, StepOutputs, build_methods
 from ..metrics import DistillationMetrics
 from .config import RelationalDistillationConfig
@@ -237,6 +238,9 @@ class RelationalDistillationTrainer(Trainer):
             teacher = teacher.to(self.args.device)
         else:
             teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        # DDP synchronises only the student: make every process distil from process 0's teacher (a teacher built or
+        # loaded differently on some process would otherwise silently give each process another target)
+        broadcast_module(_unwrap(teacher))
         teacher.eval()
         return teacher
 
@@ -396,6 +400,17 @@ class RelationalDistillationTrainer(Trainer):
         labels = inputs["labels"]
         pixel_values = inputs["pixel_values"]
         if not model.training:
+            state = self.accelerator.gradient_state
+            if self.accelerator.num_processes > 1 and state.end_of_dataloader and state.remainder > 0:
+                # The last evaluation batch is padded with repeated samples so every process gets a full batch; the
+                # Trainer keeps the first `remainder` copies of the gathered (repeated) per-process losses, i.e. as
+                # many copies of this process's loss as it holds real samples. Average over those samples only, so
+                # eval_loss is the mean over the eval set, each sample counted once (labels for metrics unchanged).
+                n = labels.shape[0]
+                real = min(n, state.remainder - self.accelerator.process_index * n)
+                if 0 < real < n:
+                    labels = labels.clone()
+                    labels[real:] = -100  # F.cross_entropy's ignore_index
             return self._evaluation_loss(model, pixel_values, labels, return_outputs)
 
         virtual = inputs.get("pixel_values_virtual") if self._needs_virtual else None
@@ -406,8 +421,11 @@ class RelationalDistillationTrainer(Trainer):
         batch_size = pixel_values.shape[0]
         # one forward over both views: the student sees 2B images (its BatchNorm statistics span both views)
         student_input = torch.cat([pixel_values, virtual]) if virtual is not None else pixel_values
-        outputs, student_logits, student_features = self._student_forward(model, student_input)
+        # teacher first: its (no-grad) activations are freed before the student's autograd graph is built, so the
+        # step's peak memory is max(teacher, student) instead of student + teacher (the teacher is deterministic in
+        # eval mode, so the order changes no value)
         teacher_logits, teacher_features = self._teacher_forward(student_input)
+        outputs, student_logits, student_features = self._student_forward(model, student_input)
 
         step = StepOutputs(
             labels=labels,
@@ -431,8 +449,15 @@ class RelationalDistillationTrainer(Trainer):
         relational_step = (
             self._gathered(step) if self.args.relation_scope == "global" and is_distributed() else step
         )
-        for method in self.distillation_methods.values():
-            terms.update(method(relational_step if method.relational else step))
+        try:
+            # the distillation math (and the RRD heads / VRM adaptor) in float32 even if the caller runs compute_loss
+            # under autocast; the methods cast their inputs to float32
+            full_precision = torch.autocast(step.student_logits.device.type, enabled=False)
+        except RuntimeError:  # a device type autocast does not know
+            full_precision = contextlib.nullcontext()
+        with full_precision:
+            for method in self.distillation_methods.values():
+                terms.update(method(relational_step if method.relational else step))
         loss = torch.stack(list(terms.values())).sum()
         self._record(terms, step)
 
@@ -483,8 +508,17 @@ class RelationalDistillationTrainer(Trainer):
                 p.grad = None
             self._distillation_grads_step = self.state.global_step
         loss = super().training_step(model, inputs, num_items_in_batch)
-        average_gradients(params)
+        if self.accelerator.sync_gradients:
+            # like DDP for the student: gradients accumulate locally and are averaged once, before clipping
+            average_gradients(params)
         return loss
+
+    def _clip_grad_norm(self, model):
+        """Clips (and reports the norm of) the student's and the distillation parameters' gradients together."""
+        params = self.distillation_parameters()
+        if not params or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super()._clip_grad_norm(model)
+        return self.accelerator.clip_grad_norm_([*model.parameters(), *params], self.args.max_grad_norm)
 
     # ------------------------------------------------------------------------------------------------------------------
     # logging
@@ -547,8 +581,178 @@ class RelationalDistillationTrainer(Trainer):
                 DISTILLATION_STATE_NAME,
             )
             return
-        state = torch.load(path, map_location=self.args.device, weights_only=True)
+        state = torch.load(
+            path, map_location="cpu", weights_only=True
+        )  # load_state_dict copies to the device
         self.distillation_methods.load_state_dict(state)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Hub: the saved student and its model card
+    # ------------------------------------------------------------------------------------------------------------------
+    @property
+    def model_card_options(self) -> ModelCardOptions:
+        """What the model card cannot infer (dataset id, eval split, license, names): a
+        :class:`hf_relkd.hub.ModelCardOptions`, used at every save. Set fields before training, e.g.
+        ``trainer.model_card_options.update(dataset_name="uoft-cs/cifar100", eval_split="test")``; values passed to
+        :meth:`create_model_card` or :meth:`push_to_hub` are stored here too."""
+        options = self.__dict__.get("_model_card_options")
+        if options is None:
+            options = self.__dict__["_model_card_options"] = ModelCardOptions()
+            split = getattr(self.eval_dataset, "split", None)
+            if split is not None and not isinstance(self.eval_dataset, dict):
+                options.eval_split = str(split)
+        return options
+
+    def distillation_record(self) -> dict[str, Any]:
+        """The record saved in the student's ``config.json`` as ``distillation`` (read it back with
+        :func:`hf_relkd.hub.read_distillation_info`): the teacher's identity (``name_or_path``, ``architecture``,
+        ``model_class``, ``num_parameters``), the methods, their loss settings and the hf_relkd version."""
+        from .. import __version__
+        from ..hub import describe_model, method_settings
+
+        methods = list(self.distillation_methods.keys())
+        settings = method_settings(self.args.to_dict(), methods)
+        return {
+            "library": "hf_relkd",
+            "library_version": __version__,
+            "teacher": describe_model(self.teacher, self.teacher_name_or_path).to_dict(),
+            "methods": methods,
+            "settings": {"ce_weight": settings["ce_weight"], **settings["methods"], **settings["shared"]},
+        }
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """``Trainer._save`` (student weights, config, processor) with the student made portable first: its config
+        gets the ``distillation`` record and, for timm students, timm's ``pretrained_cfg``; timm weights are written
+        without the wrapper's ``timm_model.`` prefix so ``timm.create_model("hf-hub:…")`` loads them too. Only the
+        student is saved (the teacher, heads and queue are not part of ``self.model``)."""
+        from ..hub import export_state_dict, prepare_student_config
+
+        student = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        prepare_student_config(student, self.distillation_record(), self.processing_class)
+        super()._save(output_dir, state_dict=export_state_dict(student, state_dict))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model``, plus the model card (``README.md``) and ``training_curves.png`` in the same folder,
+        written by the main process. Checkpoints go through here too, so every ``checkpoint-N`` has its card."""
+        super().save_model(output_dir, _internal_call=True)
+        try:
+            self.create_model_card(output_dir=output_dir if output_dir is not None else self.args.output_dir)
+        except Exception:  # a card must never cost a training run its checkpoint
+            logger.warning("Could not write the model card.", exc_info=True)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        *,
+        dataset_name: str | None = None,
+        dataset_config: str | None = None,
+        eval_split: str | None = None,
+        repo_id: str | None = None,
+        output_dir: str | None = None,
+    ):
+        """Write the student's model card (``README.md``) and ``training_curves.png`` to ``output_dir`` (default
+        ``args.output_dir``), on the main process only.
+
+        The card (template ``model_cards/student_card.md``) has Hub metadata (``library_name``, ``pipeline_tag``,
+        license, dataset, tags per method, a model-index with the last evaluation's student top-1/top-5 and teacher
+        accuracy), the results table (last and best, from ``state.log_history``), teacher and student identity and
+        size, every loss setting of the enabled methods, the training recipe, the plot, a quick start, framework
+        versions and citations. ``push_to_hub(**kwargs)`` forwards its keyword arguments here.
+
+        Args:
+            language, license, tags, model_name: card metadata (``license`` defaults to apache-2.0).
+            finetuned_from: written as ``base_model``.
+            tasks: ignored (always image classification).
+            dataset_tags, dataset, dataset_name: the dataset's Hub id (``dataset_name`` wins).
+            dataset_args, dataset_config: the dataset configuration name.
+            eval_split: the split the evaluation ran on.
+            repo_id: Hub id shown in the quick start (default: the trainer's Hub repo).
+            output_dir: folder to write to.
+
+        Every option given is remembered in :attr:`model_card_options` and reused at later saves.
+
+        Returns:
+            The ``huggingface_hub.ModelCard``, or ``None`` on processes other than the main one.
+        """
+        from pathlib import Path
+
+        from ..hub import PLOT_FILENAME, describe_model, plot_training_curves, render_model_card
+
+        del tasks
+
+        def first(value):
+            return value[0] if isinstance(value, (list, tuple)) and value else value
+
+        options = self.model_card_options.update(
+            language=language,
+            license=license,
+            tags=tags,
+            model_name=model_name,
+            base_model=finetuned_from,
+            dataset_name=dataset_name or first(dataset) or first(dataset_tags),
+            dataset_config=dataset_config or first(dataset_args),
+            eval_split=eval_split,
+            repo_id=repo_id,
+        )
+        if not self.is_world_process_zero():
+            return None
+        folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        plot = plot_training_curves(self.state.log_history, folder / PLOT_FILENAME)
+        student = _unwrap(self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
+        card = render_model_card(
+            student=describe_model(student),
+            teacher=describe_model(self.teacher, self.teacher_name_or_path),
+            config=self.args.to_dict(),
+            log_history=self.state.log_history,
+            options=options,
+            methods=list(self.distillation_methods.keys()),
+            num_processes=self.args.world_size,
+            optimizer=self._optimizer_description(),
+            global_step=self.state.global_step,
+            epoch=self.state.epoch,
+            plot_filename=plot.name if plot is not None else None,
+            model_name=options.model_name
+            or (self.args.hub_model_id or "").split("/")[-1]
+            or Path(self.args.output_dir).name,
+            extra_tags=list(getattr(student, "model_tags", None) or []),
+        )
+        if options.repo_id is None and getattr(self, "hub_model_id", None):
+            options.repo_id = self.hub_model_id
+        card.save(folder / "README.md")
+        return card
+
+    def _optimizer_description(self) -> str | None:
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside Accelerate's wrapper
+        if optimizer is None:
+            return None
+        group = optimizer.param_groups[0] if optimizer.param_groups else {}
+        shown = [
+            f"{k}={group[k]}"
+            for k in ("momentum", "nesterov", "betas", "eps", "weight_decay")
+            if k in group and not (k == "nesterov" and not group[k])
+        ]
+        return f"{type(optimizer).__name__}" + (f" ({', '.join(shown)})" if shown else "")
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """The Trainer's checkpoint push (``hub_strategy`` other than ``"end"``) uploads ``args.output_dir``: refresh
+        the model card and plot there first."""
+        if self.is_world_process_zero() and self.args.hub_strategy != "end":
+            try:
+                self.create_model_card(output_dir=self.args.output_dir)
+            except Exception:
+                logger.warning("Could not write the model card before pushing.", exc_info=True)
+        super()._push_from_checkpoint(checkpoint_folder)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
