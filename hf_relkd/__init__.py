@@ -12,6 +12,7 @@ Typical use::
 
 __version__ = "0.1.0"
 
+from . import models  # noqa: F401  (registers the CIFAR zoo with the Auto classes)
 from .losses import KDLoss, RKDLoss, RRDLoss, VRMLoss
 from .methods import METHOD_REGISTRY, DistillationMethod, StepOutputs, register_method
 from .metrics import DistillationMetrics

@@ -52,6 +52,7 @@ def test_distillation_metrics_with_and_without_teacher():
         "accuracy": 0.75,  # rows 0, 1, 2
         "top2_accuracy": 0.75,  # row 3: label 1 has the lowest score
         "teacher_accuracy": 0.75,  # rows 0, 2, 3
+        "teacher_top2_accuracy": 0.75,  # row 1: the teacher ranks classes 0 and 2 above label 1
         "teacher_agreement": 0.5,  # rows 0 and 2
     }
     alone = DistillationMetrics()(EvalPrediction(predictions=student, label_ids=labels))

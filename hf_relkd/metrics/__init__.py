@@ -32,7 +32,7 @@ class DistillationMetrics:
     The trainer's evaluation returns the student's and the teacher's logits; this reports
 
     * ``accuracy`` and ``top5_accuracy`` of the student,
-    * ``teacher_accuracy`` of the teacher and ``teacher_agreement``, the fraction of samples where the student's
+    * ``teacher_accuracy`` / ``teacher_top5_accuracy`` of the teacher and ``teacher_agreement``, the fraction of samples where the student's
       top-1 class equals the teacher's.
 
     Plain student logits (no teacher) give the student metrics only, so it also works as a ``compute_metrics`` for a
@@ -61,6 +61,7 @@ class DistillationMetrics:
         if teacher is not None:
             teacher = np.asarray(teacher)
             metrics["teacher_accuracy"] = topk_accuracy(teacher, labels, 1)
+            metrics[f"teacher_top{self.top_k}_accuracy"] = topk_accuracy(teacher, labels, self.top_k)
             metrics["teacher_agreement"] = float((student.argmax(-1) == teacher.argmax(-1)).mean())
         return metrics
 
