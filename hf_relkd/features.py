@@ -6,6 +6,10 @@ plain ``nn.Module`` classifiers have to be rewritten. The classifier is found au
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+from collections.abc import Iterator
+
 from torch import Tensor, nn
 
 
@@ -97,7 +101,10 @@ def classifier_num_outputs(classifier: nn.Module) -> int | None:
 
 
 class FeatureTap:
-    """Captures the input of one module at every forward.
+    """Captures the input of one module during the forwards run inside :meth:`capturing`.
+
+    The hook is inert outside :meth:`capturing` (another user of the same model is never affected and no tensor is
+    kept between steps), and it is removed when the tap is garbage-collected or :meth:`remove` is called.
 
     Args:
         model: the model to tap (the unwrapped module; calls through DDP or ``torch.compile`` wrappers still fire).
@@ -111,11 +118,25 @@ class FeatureTap:
         self.module_name, self.module = find_classifier(model, module_name, argument)
         self.dim = embedding_dim(self.module)
         self._captured: Tensor | None = None
-        self._handle = self.module.register_forward_pre_hook(self._hook)
+        self._active = False
+        tap = weakref.ref(self)  # the model must not keep the tap alive
 
-    def _hook(self, module: nn.Module, args: tuple) -> None:
-        if args and isinstance(args[0], Tensor):
-            self._captured = args[0]
+        def hook(module: nn.Module, args: tuple) -> None:
+            owner = tap()
+            if owner is not None and owner._active and args and isinstance(args[0], Tensor):
+                owner._captured = args[0]
+
+        self._handle = self.module.register_forward_pre_hook(hook)
+        weakref.finalize(self, self._handle.remove)
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[None]:
+        """Capture the embedding of the forwards run in this block (the last one wins)."""
+        self._active, self._captured = True, None
+        try:
+            yield
+        finally:
+            self._active = False
 
     def pop(self) -> Tensor:
         """The embedding captured by the last forward, flattened to ``(B, D)``; clears it."""
@@ -125,10 +146,6 @@ class FeatureTap:
             )
         features, self._captured = self._captured, None
         return features.flatten(1)
-
-    def clear(self) -> None:
-        """Drop any captured tensor (e.g. after an evaluation forward)."""
-        self._captured = None
 
     def remove(self) -> None:
         """Remove the hook."""

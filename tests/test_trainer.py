@@ -458,3 +458,21 @@ def test_multistep_schedule_decays_at_the_given_epochs(tmp_path):
     rates = [entry["learning_rate"] for entry in train_logs(trainer)]
     # 32 samples / batch 8 = 4 steps per epoch: decays after steps 8 and 12
     assert rates == pytest.approx([0.1] * 8 + [0.01] * 4 + [0.001] * 4)
+
+
+def test_feature_hooks_are_inert_outside_the_trainer_and_removed_with_it(tmp_path):
+    import gc
+
+    student, teacher = make_pair()
+    args = make_config(tmp_path, ["rkd"], max_steps=1)
+    trainer = RelationalDistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=tensor_dataset(8)
+    )
+    trainer.train()
+    tap = trainer._teacher_tap
+    teacher(torch.randn(2, 3, 8, 8))  # a forward outside the trainer captures nothing
+    assert tap._captured is None
+    assert len(teacher.fc._forward_pre_hooks) == 1
+    del trainer, tap
+    gc.collect()
+    assert len(teacher.fc._forward_pre_hooks) == 0

@@ -32,6 +32,7 @@ from ..hub import ModelCardOptions
 from ..methods import ModelDims, StepOutputs, build_methods
 from ..metrics import DistillationMetrics
 from .config import RelationalDistillationConfig
+from .schedule import MultiStepScheduleMixin
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _preserved_rng_state():
         torch.random.set_rng_state(torch_state)
 
 
-class RelationalDistillationTrainer(Trainer):
+class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
     """A :class:`transformers.Trainer` that trains ``model`` (the student) with cross-entropy plus any weighted mix
     of Hinton KD, RKD, RRD and VRM terms from a frozen ``teacher_model``.
 
@@ -163,7 +164,6 @@ class RelationalDistillationTrainer(Trainer):
         )
         self.distillation_methods.to(self.args.device)
         broadcast_module(self.distillation_methods)
-        self._needs_features = any(m.needs_features for m in self.distillation_methods.values())
         self._needs_virtual = any(m.needs_virtual_view for m in self.distillation_methods.values())
         self._metrics: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._distillation_grads_step = -1
@@ -295,31 +295,6 @@ class RelationalDistillationTrainer(Trainer):
                 optimizer.add_param_group({"params": missing, "weight_decay": self.args.weight_decay})
         return optimizer
 
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
-        """The Trainer's scheduler, or the benchmark's multi-step decay when ``args.lr_decay_epochs`` is set (with the
-        Trainer's linear warm-up, if any)."""
-        if self.args.lr_decay_epochs is None:
-            return super().create_scheduler(num_training_steps, optimizer)
-        if self.lr_scheduler is None:
-            optimizer = optimizer if optimizer is not None else self.optimizer
-            milestones = [
-                round(epoch * self._update_steps_per_epoch()) for epoch in self.args.lr_decay_epochs
-            ]
-            warmup = self.args.get_warmup_steps(num_training_steps)
-            rate = self.args.lr_decay_rate
-
-            def factor(step: int) -> float:
-                warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
-                return warm * rate ** sum(step >= m for m in milestones)
-
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-            self._created_lr_scheduler = True
-        return self.lr_scheduler
-
-    def _update_steps_per_epoch(self) -> float:
-        batches = len(self.get_train_dataloader())
-        return max(1.0, batches / self.args.gradient_accumulation_steps)
-
     # ------------------------------------------------------------------------------------------------------------------
     # input checks
     # ------------------------------------------------------------------------------------------------------------------
@@ -361,24 +336,32 @@ class RelationalDistillationTrainer(Trainer):
     # loss
     # ------------------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _teacher_forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _teacher_forward(
+        self, pixel_values: Tensor, with_features: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
         if self.teacher_input_transform is not None:
             pixel_values = self.teacher_input_transform(pixel_values)
         param = next(self.teacher.parameters(), None)
         if param is not None and param.dtype != pixel_values.dtype and not torch.is_autocast_enabled():
             pixel_values = pixel_values.to(param.dtype)
-        logits = _logits_of(
-            self.teacher(pixel_values=pixel_values)
-            if _accepts_pixel_values(self.teacher)
-            else self.teacher(pixel_values)
-        )
-        features = self._teacher_tap.pop() if self._teacher_tap is not None and self._needs_features else None
-        return logits, features
+        tap = self._teacher_tap if with_features else None
+        with _capturing(tap):
+            outputs = (
+                self.teacher(pixel_values=pixel_values)
+                if _accepts_pixel_values(self.teacher)
+                else self.teacher(pixel_values)
+            )
+        return _logits_of(outputs), tap.pop() if tap is not None else None
 
-    def _student_forward(self, model: nn.Module, pixel_values: Tensor) -> tuple[Any, Tensor, Tensor | None]:
-        outputs = model(pixel_values=pixel_values) if _accepts_pixel_values(model) else model(pixel_values)
-        features = self._student_tap.pop() if self._student_tap is not None and self._needs_features else None
-        return outputs, _logits_of(outputs), features
+    def _student_forward(
+        self, model: nn.Module, pixel_values: Tensor, with_features: bool = True
+    ) -> tuple[Any, Tensor, Tensor | None]:
+        tap = self._student_tap if with_features else None
+        with _capturing(tap):
+            outputs = (
+                model(pixel_values=pixel_values) if _accepts_pixel_values(model) else model(pixel_values)
+            )
+        return outputs, _logits_of(outputs), tap.pop() if tap is not None else None
 
     def compute_loss(
         self,
@@ -468,15 +451,13 @@ class RelationalDistillationTrainer(Trainer):
         return loss
 
     def _evaluation_loss(self, model, pixel_values, labels, return_outputs):
-        outputs, logits, _ = self._student_forward(model, pixel_values)
+        outputs, logits, _ = self._student_forward(model, pixel_values, with_features=False)
         loss = F.cross_entropy(logits.float(), labels)
         if not return_outputs:
             return loss
         eval_outputs = {"logits": logits}
         if self.args.eval_teacher:
-            eval_outputs["teacher_logits"] = self._teacher_forward(pixel_values)[0]
-        if self._teacher_tap is not None:
-            self._teacher_tap.clear()
+            eval_outputs["teacher_logits"] = self._teacher_forward(pixel_values, with_features=False)[0]
         return loss, eval_outputs
 
     @staticmethod
@@ -753,6 +734,10 @@ class RelationalDistillationTrainer(Trainer):
             except Exception:
                 logger.warning("Could not write the model card before pushing.", exc_info=True)
         super()._push_from_checkpoint(checkpoint_folder)
+
+
+def _capturing(tap: FeatureTap | None) -> contextlib.AbstractContextManager:
+    return tap.capturing() if tap is not None else contextlib.nullcontext()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
