@@ -442,6 +442,13 @@ def run_quickstart(
                 record(name, seed, distiller.model, time.time() - tic)
                 if save_student and student_dir is None:
                     student_dir = os.path.join(output_dir, "student")
+                    # evaluate through the trainer first, so the model card carries the test accuracies
+                    distiller.evaluate(eval_dataset=evaluation)
+                    distiller.model_card_options.update(
+                        dataset_name="sklearn-digits",
+                        eval_split="test",
+                        model_name=f"{student_model}-digits-{name.replace('+', '-')}",
+                    )
                     distiller.save_model(student_dir)
 
         for name, entries in runs.items():

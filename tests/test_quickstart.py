@@ -99,3 +99,12 @@ def test_bad_arguments(tmp_path):
         run_quickstart(str(tmp_path), methods=[])
     with pytest.raises(SystemExit):
         main(["--help"])
+
+
+def test_saved_student_card_reports_its_test_accuracy(quick):
+    out, results = quick
+    card = (out / "student" / "README.md").read_text()
+    assert "No evaluation results yet" not in card
+    accuracy = results["students"]["rrd+kd"]["runs"][0]["accuracy"]
+    assert f"{100 * accuracy:.2f}%" in card
+    assert (out / "student" / "training_curves.png").exists()
