@@ -217,10 +217,13 @@ def rrd_loss(
             f"`memory` must be (K, {student_embeddings.shape[1]}), got shape {tuple(memory.shape)}."
         )
     mem = _f32(memory).detach()
-    logits_s = _f32(student_embeddings) @ mem.t() / student_temperature
+    # Memory: the (B, K) similarity matrices dominate. The teacher's target is built first and each matrix is divided
+    # by its temperature in place (the matmul's output is not needed by its backward), so at most three (B, K) tensors
+    # are alive at once instead of four; the values are the same.
     with torch.no_grad():
-        p_t = F.softmax(_f32(teacher_embeddings) @ mem.t() / teacher_temperature, dim=1)
-    return -(p_t * F.log_softmax(logits_s, dim=1)).sum(dim=1).mean()
+        p_t = F.softmax((_f32(teacher_embeddings) @ mem.t()).div_(teacher_temperature), dim=1)
+    log_p_s = F.log_softmax((_f32(student_embeddings) @ mem.t()).div_(student_temperature), dim=1)
+    return -(p_t * log_p_s).sum(dim=1).mean()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,919 @@
+"""Cost of one training step of every method, measured side by side through ``RelationalDistillationTrainer``.
+
+For CE only, KD, RKD, RRD, RRD+KD and VRM (resnet32x4 -> resnet8x4, batch 64, 32x32 random images, 100 classes by
+default) this reports the median time per training step after warm-up, the throughput and the peak memory, each also
+as a ratio to KD measured in the same run, plus a hand-written plain-PyTorch KD loop (``kd_plain``) as the reference
+for the Trainer's own overhead. The figures are compared with the targets of the issue and with the VRM paper's
+Table 7 (per-iteration cost on one GPU).
+
+How a step is timed
+    Every method runs ``trainer.train()`` for real (the user's path: accelerate-prepared models, the Trainer's SGD,
+    scheduler, grad-norm, callbacks), each in its own thread. A ``TrainerCallback`` times ``on_step_begin`` ->
+    ``on_step_end`` with a device synchronisation on both sides, i.e. ``training_step`` (forward of both networks,
+    losses, backward) + grad norm + optimizer step + scheduler + ``zero_grad``; fetching the batch is outside (it is
+    reported separately as ``iteration_ms``, which also contains the callbacks and the loop's bookkeeping). The threads
+    never run at the same time: a baton lets exactly one method run one step, then hands over to the next, in a fresh
+    random order every round. Steps of all methods are thus interleaved over the same wall-clock window, so load from
+    other processes hits every method alike; the median over the timed steps is reported (the first ``--warmup``
+    steps of each method are discarded).
+
+How memory is measured
+    Each method runs ``--memory_steps`` training steps in a process of its own (fork of the launcher on CPU, a fresh
+    interpreter on CUDA), before the timing phase:
+
+    * CUDA: ``torch.cuda.max_memory_allocated()`` over model construction and the steps: every tensor (weights,
+      gradients, optimizer state, activations, loss temporaries), as in the paper's table;
+    * CPU: the rise of the resident set size, ``VmHWM`` (peak RSS, reset right before the models are built) minus
+      ``VmRSS`` at that moment. The baseline holds the interpreter, the libraries and the data, so the figure is the
+      CPU analogue of ``max_memory_allocated`` (plus allocator slack). RSS only ever rises within a process, which is
+      why every method gets its own.
+
+Examples::
+
+    python benchmarks/step_cost.py                                   # CPU (or CUDA when available), fp32
+    python benchmarks/step_cost.py --device cuda --bf16 --channels_last --steps 50 --warmup 10
+    python benchmarks/step_cost.py --device cuda --bf16 --channels_last --compile_teacher
+    python benchmarks/step_cost.py --smoke --output_dir /tmp/bench  # tiny models, 2 steps (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import common
+import torch
+import torch.nn.functional as F
+
+METHOD_ORDER = ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "kd_plain"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    label: str
+    methods: tuple[str, ...] = ()
+    virtual: bool = False
+    plain: bool = False
+
+
+METHODS = {
+    "ce": MethodSpec("CE only"),
+    "kd": MethodSpec("KD", ("kd",)),
+    "rkd": MethodSpec("RKD", ("rkd",)),
+    "rrd": MethodSpec("RRD", ("rrd",)),
+    "rrd_kd": MethodSpec("RRD+KD", ("rrd", "kd")),
+    "vrm": MethodSpec("VRM", ("vrm",), virtual=True),
+    "kd_plain": MethodSpec("KD, plain PyTorch loop", plain=True),
+}
+
+# VRM paper, Table 7: per-iteration time (ms) and peak memory (MB), batch 64, resnet32x4 -> resnet8x4, one GPU.
+PAPER_TABLE7 = {
+    "KD": (24.9, 323),
+    "RKD": (31.0, 330),
+    "DIST": (27.2, 330),
+    "CRD": (41.2, 1418),
+    "ReviewKD": (39.9, 1042),
+    "FCFD": (56.4, 953),
+    "VRM": (47.2, 579),
+}
+
+# (name, method, compared with, metric, limit): the issue's targets
+TARGETS = [
+    ("RKD step time", "rkd", "kd", "time", 1.10),
+    ("RRD step time", "rrd", "kd", "time", 1.10),
+    ("RRD+KD step time", "rrd_kd", "kd", "time", 1.12),
+    ("VRM step time", "vrm", "kd", "time", 2.05),
+    ("RKD memory", "rkd", "kd", "memory", 1.10),
+    ("RRD memory", "rrd", "kd", "memory", 1.10),
+    ("RRD+KD memory", "rrd_kd", "kd", "memory", 1.10),
+    ("VRM memory", "vrm", "kd", "memory", 1.80),
+    ("Trainer KD step vs plain loop", "kd", "kd_plain", "time", 1.05),
+]
+
+_WORKER_MARK = "@@STEP_COST_MEMORY@@"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# arguments
+# ---------------------------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Methods: " + ", ".join(f"{k} ({v.label})" for k, v in METHODS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)"
+    )
+    parser.add_argument("--batch_size", type=int, default=64, help="samples per step (default 64)")
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per method (default 15)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps per method (default 3)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast (Trainer bf16=True) and a bf16 teacher"
+    )
+    parser.add_argument(
+        "--teacher_dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="teacher dtype (config.teacher_dtype); default bfloat16 with --bf16, else the model's (float32)",
+    )
+    parser.add_argument(
+        "--channels_last", action="store_true", help="both networks in channels_last memory format"
+    )
+    parser.add_argument(
+        "--compile_teacher",
+        action="store_true",
+        help="torch.compile the teacher (monkeypatched onto the trainer)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHOD_ORDER),
+        help=f"comma-separated subset of {','.join(METHOD_ORDER)} (kd is always added: it is the reference)",
+    )
+    parser.add_argument("--teacher", default="resnet32x4", help="teacher architecture (create_model name)")
+    parser.add_argument("--student", default="resnet8x4", help="student architecture (create_model name)")
+    parser.add_argument("--num_classes", type=int, default=100)
+    parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--rrd_queue_size", type=int, default=16384, help="RRD queue size K (default 16384)")
+    parser.add_argument(
+        "--max_grad_norm",
+        type=float,
+        default=1.0,
+        help="gradient clipping of the Trainer (transformers' default 1.0, which the recipes keep) and of the plain "
+        "loop; 0 disables it (the Trainer still computes the norm for its logs)",
+    )
+    parser.add_argument(
+        "--memory_steps", type=int, default=3, help="training steps run by each isolated memory measurement"
+    )
+    parser.add_argument(
+        "--memory",
+        default="auto",
+        choices=["auto", "fork", "subprocess", "skip"],
+        help="isolation of the memory measurements: fork on CPU (auto), a fresh interpreter on CUDA (auto)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", default=os.path.join("benchmarks", "results"))
+    parser.add_argument("--name", default=None, help="result file stem (default: step_cost_<device>[_flags])")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny models (resnet8 -> resnet8, batch 8, 10 classes), 2 steps; for CI",
+    )
+    parser.add_argument("--_memory_worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.teacher = args.student = "resnet8"
+        args.batch_size, args.num_classes, args.image_size = 8, 10, 16
+        args.steps, args.warmup, args.memory_steps = 2, 1, 1
+        args.rrd_queue_size = 64
+    methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {METHOD_ORDER}")
+    if "kd" not in methods:
+        methods.append("kd")
+    args.methods = [m for m in METHOD_ORDER if m in methods]
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 2:
+        parser.error("need --steps >= 1, --warmup >= 0 and --batch_size >= 2")
+    return args
+
+
+def teacher_dtype(args) -> str | None:
+    return args.teacher_dtype or ("bfloat16" if args.bf16 else None)
+
+
+def default_name(args, device: torch.device) -> str:
+    parts = ["step_cost"] + (["smoke"] if args.smoke else []) + [device.type]
+    parts += [flag for flag, on in (("bf16", args.bf16), ("channels_last", args.channels_last)) if on]
+    if args.compile_teacher:
+        parts.append("compile")
+    return "_".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# data and models
+# ---------------------------------------------------------------------------------------------------------------------
+class RandomImages(torch.utils.data.Dataset):
+    """``length`` rows of random 3xSxS images and labels (a pool of at most 512 distinct rows, cycled)."""
+
+    def __init__(self, length: int, image_size: int, num_classes: int, virtual: bool, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        pool = min(length, 512)
+        self.length = length
+        self.x = torch.randn(pool, 3, image_size, image_size, generator=g)
+        self.y = torch.randint(0, num_classes, (pool,), generator=g).tolist()
+        self.xv = torch.randn(pool, 3, image_size, image_size, generator=g) if virtual else None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        j = index % self.x.shape[0]
+        row = {"pixel_values": self.x[j], "labels": self.y[j]}
+        if self.xv is not None:
+            row["pixel_values_virtual"] = self.xv[j]
+        return row
+
+
+def build_models(args) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from hf_relkd.models import create_model
+
+    torch.manual_seed(args.seed)
+    teacher = create_model(args.teacher, args.num_classes)
+    student = create_model(args.student, args.num_classes)
+    if args.channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+        student = student.to(memory_format=torch.channels_last)
+    return student, teacher
+
+
+def compile_teacher(module: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` the teacher (after the trainer registered its feature hook).
+
+    Dynamo does not guard on module hooks by default (``skip_nnmodule_hook_guards``), so a graph compiled for one
+    teacher without the feature hook (KD) would be reused for another instance of the same class with it (RKD/RRD)
+    and the hook would not run (the trainer then fails: no embedding captured); guarding on hooks gives each its
+    own graph. The setting is per thread, so every participant thread sets it too.
+    """
+    _guard_hooks()
+    return torch.compile(module, dynamic=False)
+
+
+def _guard_hooks() -> None:
+    """Make Dynamo guard on module hooks, in the calling thread (the setting is thread-local)."""
+    import torch._dynamo
+
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
+
+
+def build_trainer(name: str, args, device: torch.device, max_steps: int, workdir: str, callbacks=()):
+    """The trainer a user would build for this method (random data, SGD as in the CIFAR recipes)."""
+    from transformers import PrinterCallback
+
+    from hf_relkd import RelationalDistillationConfig, RelationalDistillationTrainer
+
+    spec = METHODS[name]
+    dataset = RandomImages(
+        args.batch_size * max_steps, args.image_size, args.num_classes, spec.virtual, args.seed + 1
+    )
+    student, teacher = build_models(args)
+    config = RelationalDistillationConfig(
+        output_dir=os.path.join(workdir, name),
+        methods=list(spec.methods),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=max_steps,
+        learning_rate=0.05,
+        optim="sgd",
+        optim_args="momentum=0.9",
+        weight_decay=5e-4,
+        lr_scheduler_type="constant",
+        max_grad_norm=args.max_grad_norm,
+        bf16=args.bf16,
+        teacher_dtype=teacher_dtype(args),
+        rrd_queue_size=args.rrd_queue_size,
+        use_cpu=device.type == "cpu",
+        seed=args.seed,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        logging_steps=10_000,
+        dataloader_num_workers=0,
+        dataloader_drop_last=True,
+        dataloader_pin_memory=device.type == "cuda",
+    )
+    trainer = RelationalDistillationTrainer(
+        model=student, teacher_model=teacher, args=config, train_dataset=dataset, callbacks=list(callbacks)
+    )
+    trainer.remove_callback(PrinterCallback)
+    if args.compile_teacher:
+        trainer.teacher = compile_teacher(trainer.teacher)
+    return trainer
+
+
+class PlainKDLoop:
+    """The same KD step written by hand: teacher forward without grad, student forward, CE + KD, backward, gradient
+    clipping (as the Trainer, unless ``--max_grad_norm 0``), SGD.
+
+    The teacher runs first, as in the Trainer (running it after the student adds its activations to the student's
+    saved ones at the peak: 269 MB instead of 217 MB for resnet32x4 -> resnet8x4 at batch 64).
+    """
+
+    temperature = 4.0
+
+    def __init__(self, args, device: torch.device, max_steps: int):
+        from hf_relkd.data import DistillationCollator
+
+        self.device, self.bf16, self.max_grad_norm = device, args.bf16, args.max_grad_norm
+        dataset = RandomImages(
+            args.batch_size * max_steps, args.image_size, args.num_classes, False, args.seed + 1
+        )
+        student, teacher = build_models(args)
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(teacher_dtype(args), torch.float32)
+        self.teacher_dtype = dtype
+        self.student = student.to(device).train()
+        teacher = teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        self.teacher = compile_teacher(teacher) if args.compile_teacher else teacher
+        decay = [p for n, p in self.student.named_parameters() if p.ndim > 1]
+        no_decay = [p for n, p in self.student.named_parameters() if p.ndim <= 1]
+        self.optimizer = torch.optim.SGD(
+            [{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=0.05,
+            momentum=0.9,
+        )
+        g = torch.Generator().manual_seed(args.seed)
+        self.loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=args.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=DistillationCollator(),
+            generator=g,
+            pin_memory=device.type == "cuda",
+        )
+
+    def batches(self):
+        for batch in self.loader:
+            yield (
+                batch["pixel_values"].to(self.device, non_blocking=True),
+                batch["labels"].to(self.device, non_blocking=True),
+            )
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        T = self.temperature
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            # teacher first, as the Trainer does (its activations are gone before the student's are saved)
+            with torch.no_grad():
+                tx = x if self.bf16 or self.teacher_dtype == torch.float32 else x.to(self.teacher_dtype)
+                t_logits = self.teacher(pixel_values=tx).logits.float()
+            logits = self.student(pixel_values=x).logits.float()
+        kd = F.kl_div(
+            F.log_softmax(logits / T, 1),
+            F.log_softmax(t_logits / T, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        loss = F.cross_entropy(logits, y) + kd * T * T
+        loss.backward()
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# interleaved timing
+# ---------------------------------------------------------------------------------------------------------------------
+class Baton:
+    """Lets exactly one participant run at a time; one step each per round, in a new random order every round.
+
+    Nothing runs before every participant has arrived, so set-up never overlaps a timed step.
+    """
+
+    def __init__(self, names: list[str], seed: int):
+        self._cond = threading.Condition()
+        self._expected = set(names)
+        self._arrived: set[str] = set()
+        self._active: list[str] = []
+        self._round: list[str] = []
+        self._holder: str | None = None
+        self._rng = random.Random(seed)
+
+    def _advance(self) -> None:
+        self._round = [n for n in self._round if n in self._active]
+        if not self._round:
+            self._round = list(self._active)
+            self._rng.shuffle(self._round)
+        self._holder = self._round.pop(0) if self._round else None
+        self._cond.notify_all()
+
+    def _wait(self, name: str) -> None:
+        while self._holder != name:
+            self._cond.wait()
+
+    def arrive_and_wait(self, name: str) -> None:
+        with self._cond:
+            self._arrived.add(name)
+            self._active.append(name)
+            if self._holder is None and self._arrived >= self._expected:
+                self._advance()
+            self._wait(name)
+
+    def pass_and_wait(self, name: str) -> None:
+        with self._cond:
+            self._advance()
+            self._wait(name)
+
+    def finish(self, name: str) -> None:
+        with self._cond:
+            self._arrived.add(name)
+            if name in self._active:
+                self._active.remove(name)
+            if self._holder == name or (self._holder is None and self._arrived >= self._expected):
+                self._advance()
+
+
+class Participant:
+    """Timing state of one method: its step and iteration durations, and its error if it failed."""
+
+    def __init__(self, name: str, baton: Baton, device: torch.device):
+        self.name, self.baton, self.device = name, baton, device
+        self.step_times: list[float] = []
+        self.cpu_times: list[float] = []
+        self.iteration_times: list[float] = []
+        self.error: str | None = None
+        self.setup_done = False
+        self._t0 = self._resume = self._cpu0 = 0.0
+
+    def arrive(self) -> None:
+        self.baton.arrive_and_wait(self.name)
+        self._resume = time.perf_counter()
+
+    def begin_step(self) -> None:
+        common.synchronize(self.device)
+        self._cpu0 = time.process_time()
+        self._t0 = time.perf_counter()
+
+    def end_step(self) -> None:
+        common.synchronize(self.device)
+        t1 = time.perf_counter()
+        self.cpu_times.append(time.process_time() - self._cpu0)
+        self.step_times.append(t1 - self._t0)
+        self.iteration_times.append(t1 - self._resume)
+        self.baton.pass_and_wait(self.name)
+        self._resume = time.perf_counter()
+
+
+def _timer_callback(participant: Participant, setup_lock: threading.Lock):
+    from transformers import TrainerCallback
+
+    class InterleavedStepTimer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            participant.setup_done = True
+            setup_lock.release()
+            participant.arrive()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            participant.begin_step()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            participant.end_step()
+
+    return InterleavedStepTimer()
+
+
+def run_timing(args, device: torch.device, workdir: str) -> dict[str, Participant]:
+    total = args.warmup + args.steps
+    baton = Baton(args.methods, args.seed)
+    setup_lock = threading.Lock()
+    participants = {name: Participant(name, baton, device) for name in args.methods}
+    jobs = {}
+    for name in args.methods:
+        p = participants[name]
+        try:
+            if METHODS[name].plain:
+                jobs[name] = PlainKDLoop(args, device, total)
+            else:
+                jobs[name] = build_trainer(
+                    name, args, device, total, workdir, [_timer_callback(p, setup_lock)]
+                )
+        except Exception:
+            p.error = traceback.format_exc()
+            baton.finish(name)
+
+    def run(name: str) -> None:
+        p, job = participants[name], jobs[name]
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.compile_teacher:
+            _guard_hooks()
+        try:
+            if isinstance(job, PlainKDLoop):
+                p.arrive()
+                batches = job.batches()
+                for _ in range(total):
+                    x, y = next(batches)
+                    p.begin_step()
+                    job.step(x, y)
+                    p.end_step()
+            else:
+                setup_lock.acquire()
+                job.train()
+        except Exception:
+            p.error = traceback.format_exc()
+            if not isinstance(job, PlainKDLoop) and not p.setup_done:
+                setup_lock.release()  # failed during the Trainer's set-up, while holding the set-up lock
+        finally:
+            baton.finish(name)
+
+    threads = [threading.Thread(target=run, args=(name,), name=f"step_cost-{name}") for name in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return participants
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# isolated memory measurement
+# ---------------------------------------------------------------------------------------------------------------------
+def _run_job(name: str, args, device: torch.device, steps: int, workdir: str) -> tuple[int, int]:
+    """Build the method and train it for ``steps`` steps; returns (RSS, CUDA allocated bytes) after the set-up."""
+    if METHODS[name].plain:
+        job = PlainKDLoop(args, device, steps)
+        setup = (common.rss_bytes(), _allocated(device))
+        for x, y in job.batches():
+            job.step(x, y)
+    else:
+        job = build_trainer(name, args, device, steps, os.path.join(workdir, f"{name}-{time.monotonic_ns()}"))
+        setup = (common.rss_bytes(), _allocated(device))
+        job.train()
+    common.synchronize(device)
+    return setup
+
+
+def memory_worker(name: str, args) -> dict[str, Any]:
+    """Peak memory of ``args.memory_steps`` training steps of ``name``, in this (fresh) process.
+
+    1. A throw-away run of the same method with tiny models, so that lazily imported modules, code pages of the
+       kernels and one-off buffers are resident before the baseline is read.
+    2. The real run without instrumentation: peak RSS (VmHWM reset to the baseline) minus the baseline RSS; on CUDA
+       also ``max_memory_allocated`` (reset before the models are built).
+    3. On CPU, the same run again under the PyTorch profiler: the peak of the bytes held by CPU tensors allocated
+       during it (weights, gradients, optimizer state, activations) — the CPU analogue of ``max_memory_allocated``.
+    """
+    device = common.resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = args.memory_steps
+    out: dict[str, Any] = {"steps": steps}
+    with tempfile.TemporaryDirectory() as workdir:
+        tiny = argparse.Namespace(**vars(args))
+        tiny.teacher = tiny.student = "resnet8"
+        tiny.batch_size, tiny.image_size, tiny.rrd_queue_size, tiny.compile_teacher = 4, 16, 64, False
+        _run_job(name, tiny, device, 2, workdir)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            cuda0 = torch.cuda.memory_allocated(device)
+        rss0 = common.rss_bytes()
+        out["peak_reset"] = common.reset_peak_rss()
+        setup_rss, setup_alloc = _run_job(name, args, device, steps, workdir)
+        peak_rss = common.peak_rss_bytes()
+        out["rss_before_models_mb"] = rss0 / common.MB
+        out["peak_rss_mb"] = peak_rss / common.MB
+        out["peak_rss_increase_mb"] = max(0, peak_rss - rss0) / common.MB
+        out["rss_increase_after_setup_mb"] = max(0, setup_rss - rss0) / common.MB
+        if device.type == "cuda":
+            out["peak_allocated_mb"] = (torch.cuda.max_memory_allocated(device) - cuda0) / common.MB
+            out["allocated_after_setup_mb"] = (setup_alloc - cuda0) / common.MB
+            out["peak_reserved_mb"] = torch.cuda.max_memory_reserved(device) / common.MB
+            out["memory_mb"] = out["peak_allocated_mb"]
+        else:
+            gc.collect()
+            peak = common.cpu_peak_live_bytes(lambda: _run_job(name, args, device, steps, workdir))
+            out["peak_tensor_mb"] = peak / common.MB
+            out["memory_mb"] = out["peak_tensor_mb"]
+    return out
+
+
+def _allocated(device: torch.device) -> int:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
+def measure_memory(name: str, args, mode: str) -> dict[str, Any]:
+    if mode == "fork":
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(read_fd)
+            code = 0
+            try:
+                result = memory_worker(name, args)
+            except BaseException:
+                result, code = {"error": traceback.format_exc()}, 1
+            with os.fdopen(write_fd, "w") as f:
+                f.write(json.dumps(result))
+            os._exit(code)
+        os.close(write_fd)
+        with os.fdopen(read_fd) as f:
+            text = f.read()
+        os.waitpid(pid, 0)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return {"error": f"memory worker for {name} died without a result"}
+    payload = json.dumps(
+        {"name": name, "args": {k: v for k, v in vars(args).items() if k != "_memory_worker"}}
+    )
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--_memory_worker", payload],
+        capture_output=True,
+        text=True,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith(_WORKER_MARK):
+            return json.loads(line[len(_WORKER_MARK) :])
+    return {"error": f"memory worker for {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"}
+
+
+def _worker_main(payload: str) -> None:
+    spec = json.loads(payload)
+    args = argparse.Namespace(**spec["args"])
+    try:
+        result = memory_worker(spec["name"], args)
+    except BaseException:
+        result = {"error": traceback.format_exc()}
+    print(_WORKER_MARK + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------------------------------
+def assemble(args, device, participants, memory, machine) -> dict[str, Any]:
+    methods: dict[str, Any] = {}
+    for name in args.methods:
+        p = participants[name]
+        timed = p.step_times[args.warmup :]
+        entry: dict[str, Any] = {
+            "label": METHODS[name].label,
+            "path": "plain PyTorch loop" if METHODS[name].plain else "RelationalDistillationTrainer.train()",
+            "config_methods": list(METHODS[name].methods),
+            "error": p.error,
+            "step": common.summarize(timed),
+            "iteration": common.summarize(p.iteration_times[args.warmup :]),
+            "process_cpu": common.summarize(p.cpu_times[args.warmup :]),
+            "step_times_ms": [round(1000 * t, 3) for t in p.step_times],
+            "memory": memory.get(name, {}),
+        }
+        median = entry["step"].get("median_ms")
+        entry["step_ms"] = median
+        entry["images_per_s"] = args.batch_size / (median / 1000.0) if median else None
+        entry["memory_mb"] = entry["memory"].get("memory_mb")
+        entry["rss_increase_mb"] = entry["memory"].get("peak_rss_increase_mb")
+        if not p.error and len(p.step_times) != args.warmup + args.steps:
+            entry["error"] = f"ran {len(p.step_times)} of {args.warmup + args.steps} steps"
+        methods[name] = entry
+    kd = methods["kd"]
+    for entry in methods.values():
+        entry["step_time_ratio_to_kd"] = _ratio(entry["step_ms"], kd["step_ms"])
+        entry["paired_step_time_ratio_to_kd"] = _paired_ratio(entry, kd, args.warmup)
+        entry["process_cpu_ratio_to_kd"] = _ratio(
+            entry["process_cpu"].get("median_ms"), kd["process_cpu"].get("median_ms")
+        )
+        entry["memory_ratio_to_kd"] = _ratio(entry["memory_mb"], kd["memory_mb"])
+        entry["rss_ratio_to_kd"] = _ratio(entry["rss_increase_mb"], kd["rss_increase_mb"])
+    targets = []
+    for title, name, ref, metric, limit in TARGETS:
+        present = name in methods and ref in methods
+        if not present:
+            value = None
+        elif metric == "time":
+            value = _paired_ratio(methods[name], methods[ref], args.warmup)
+        else:
+            value = _ratio(methods[name]["memory_mb"], methods[ref]["memory_mb"])
+        rss = (
+            _ratio(methods[name]["rss_increase_mb"], methods[ref]["rss_increase_mb"])
+            if present and metric == "memory"
+            else None
+        )
+        targets.append(
+            {
+                "target": title,
+                "method": name,
+                "reference": ref,
+                "metric": "median of per-round step-time ratios" if metric == "time" else "peak memory",
+                "ratio": value,
+                "rss_ratio": rss,
+                "limit": limit,
+                "passed": None if value is None else bool(value <= limit),
+            }
+        )
+    memory_metric = (
+        "torch.cuda.max_memory_allocated from model construction to the last step (fresh process per method)"
+        if device.type == "cuda"
+        else "peak bytes of live CPU tensors from model construction to the last step (PyTorch profiler memory "
+        "events; the CPU analogue of max_memory_allocated), one forked process per method"
+    )
+    rss_metric = (
+        "peak RSS (VmHWM, reset after a tiny warm-up run of the same method) minus RSS at that moment, "
+        "same isolated process, uninstrumented run"
+    )
+    return {
+        "benchmark": "step_cost",
+        "command": common.command_line(),
+        "date": common.utc_now(),
+        "machine": machine,
+        "config": {
+            "device": str(device),
+            "teacher": args.teacher,
+            "student": args.student,
+            "batch_size": args.batch_size,
+            "image_size": args.image_size,
+            "num_classes": args.num_classes,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "memory_steps": args.memory_steps,
+            "bf16": args.bf16,
+            "teacher_dtype": teacher_dtype(args) or "float32",
+            "channels_last": args.channels_last,
+            "compile_teacher": args.compile_teacher,
+            "rrd_queue_size": args.rrd_queue_size,
+            "max_grad_norm": args.max_grad_norm,
+            "optimizer": "SGD(lr=0.05, momentum=0.9, weight_decay=5e-4 on weights)",
+            "smoke": args.smoke,
+            "timing": "median of on_step_begin -> on_step_end (device-synchronised) over the timed steps; methods' "
+            "steps interleaved one at a time in a random order per round; ratios to KD are medians of the per-round "
+            "ratios (paired), the ratio of the medians is also given",
+            "memory_metric": memory_metric,
+            "rss_metric": rss_metric,
+        },
+        "methods": methods,
+        "targets": targets,
+        "paper_table7": {
+            k: {
+                "ms": ms,
+                "mb": mb,
+                "ms_ratio_to_kd": round(ms / 24.9, 3),
+                "mb_ratio_to_kd": round(mb / 323, 3),
+            }
+            for k, (ms, mb) in PAPER_TABLE7.items()
+        },
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _paired_ratio(entry: dict[str, Any], reference: dict[str, Any], warmup: int) -> float | None:
+    """Median over rounds of (this method's step / the reference's step in the same round).
+
+    Both ran one step in every round, a few seconds apart at most, so slow drifts of the machine's load cancel in
+    each ratio; the median then drops the rounds where a burst of load hit only one of the two.
+    """
+    if entry["error"] or reference["error"]:
+        return None
+    pairs = [
+        a / b
+        for a, b in zip(entry["step_times_ms"][warmup:], reference["step_times_ms"][warmup:], strict=False)
+        if b
+    ]
+    return statistics.median(pairs) if pairs else None
+
+
+def to_markdown(payload: dict[str, Any]) -> str:
+    cfg = payload["config"]
+    title = (
+        f"Step cost: {cfg['teacher']} → {cfg['student']}, batch {cfg['batch_size']}, {cfg['image_size']}×"
+        f"{cfg['image_size']}, {cfg['num_classes']} classes, {cfg['device']}"
+    )
+    flags = [f for f in ("bf16", "channels_last", "compile_teacher") if cfg[f]]
+    lines = [common.header_markdown(title, payload)]
+    lines.append(
+        f"* Settings: {', '.join(flags) or 'fp32, contiguous, eager'}; teacher dtype {cfg['teacher_dtype']}; "
+        f"{cfg['warmup']} warm-up + {cfg['steps']} timed steps per method; memory from {cfg['memory_steps']} steps"
+    )
+    lines.append(f"* Step time: {cfg['timing']}")
+    lines.append(
+        "* CPU time: process CPU time (all threads) per step, median; less sensitive than wall time to other "
+        "processes taking the cores, but it counts OpenMP spin-waiting"
+    )
+    lines.append(f"* Memory: {cfg['memory_metric']}")
+    lines.append(f"* RSS: {cfg['rss_metric']}")
+    lines.append("")
+    rows = []
+    for e in payload["methods"].values():
+        s = e["step"]
+        iqr = f"{common.fmt(s.get('p25_ms'))}–{common.fmt(s.get('p75_ms'))}" if s else "–"
+        rows.append(
+            [
+                f"{e['label']}" + (" ⚠ " + e["error"].strip().splitlines()[-1] if e["error"] else ""),
+                common.fmt(e["step_ms"]),
+                iqr,
+                common.fmt(e["paired_step_time_ratio_to_kd"], 3),
+                common.fmt(e["step_time_ratio_to_kd"], 3),
+                common.fmt(e["process_cpu_ratio_to_kd"], 3),
+                common.fmt(e["images_per_s"]),
+                common.fmt(e["memory_mb"]),
+                common.fmt(e["memory_ratio_to_kd"], 3),
+                common.fmt(e["rss_increase_mb"]),
+                common.fmt(e["rss_ratio_to_kd"], 3),
+            ]
+        )
+    lines.append(
+        common.markdown_table(
+            [
+                "Method",
+                "Step (ms, median)",
+                "IQR (ms)",
+                "× KD time (paired)",
+                "× KD (medians)",
+                "× KD (CPU time)",
+                "Images/s",
+                "Peak memory (MB)",
+                "× KD memory",
+                "RSS rise (MB)",
+                "× KD RSS",
+            ],
+            rows,
+        )
+    )
+    lines += ["", "### Targets", ""]
+    lines.append(
+        common.markdown_table(
+            ["Target", "Ratio", "Limit", "Result", "RSS ratio (info)"],
+            [
+                [
+                    f"{t['target']} (÷ {t['reference']})",
+                    common.fmt(t["ratio"], 3),
+                    f"≤ {t['limit']}",
+                    "n/a" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL"),
+                    common.fmt(t["rss_ratio"], 3) if t["rss_ratio"] is not None else "",
+                ]
+                for t in payload["targets"]
+            ],
+        )
+    )
+    lines += ["", "### VRM paper, Table 7 (one GPU, batch 64, resnet32x4 → resnet8x4), for comparison", ""]
+    lines.append(
+        common.markdown_table(
+            ["Method", "ms / iter", "× KD", "MB", "× KD"],
+            [
+                [k, v["ms"], common.fmt(v["ms_ratio_to_kd"], 3), v["mb"], common.fmt(v["mb_ratio_to_kd"], 3)]
+                for k, v in payload["paper_table7"].items()
+            ],
+        )
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args._memory_worker:
+        _worker_main(args._memory_worker)
+        return 0
+    device = common.resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mode = args.memory
+    if mode == "auto":
+        mode = "fork" if device.type == "cpu" and hasattr(os, "fork") else "subprocess"
+    # the machine description is read before forking: it must not initialise CUDA in the launcher yet
+    import hf_relkd.data  # noqa: F401  (imported once here, not in every memory worker)
+    import hf_relkd.models  # noqa: F401
+    from hf_relkd import RelationalDistillationTrainer  # noqa: F401
+
+    # the imported modules are permanent: keep them out of every later garbage collection (accelerate calls
+    # gc.collect() at the end of each train(); forked memory workers share these pages)
+    gc.collect()
+    gc.freeze()
+    machine = common.machine_info(device, query_cuda=mode != "fork")
+    memory: dict[str, Any] = {}
+    if mode != "skip":
+        for name in args.methods:
+            start = time.perf_counter()
+            memory[name] = measure_memory(name, args, mode)
+            memory[name]["isolation"] = mode
+            print(
+                f"[step_cost] memory of {name}: {common.fmt(memory[name].get('memory_mb'))} MB "
+                f"({time.perf_counter() - start:.1f} s)",
+                flush=True,
+            )
+    print(
+        f"[step_cost] timing {', '.join(args.methods)}: {args.warmup}+{args.steps} steps each ...", flush=True
+    )
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        participants = run_timing(args, device, workdir)
+    print(f"[step_cost] timing done ({time.perf_counter() - start:.1f} s)", flush=True)
+    payload = assemble(args, device, participants, memory, machine)
+    for name, mem in memory.items():
+        if mem.get("error") and not payload["methods"][name]["error"]:
+            payload["methods"][name]["error"] = "memory: " + mem["error"]
+    name = args.name or default_name(args, device)
+    markdown = to_markdown(payload)
+    paths = common.write_results(args.output_dir, name, payload, markdown)
+    print(markdown)
+    print(f"\nwrote {paths[0]} and {paths[1]}")
+    failed = [n for n, e in payload["methods"].items() if e["error"]]
+    for n in failed:
+        print(f"\n[{n}] failed:\n{payload['methods'][n]['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The benchmark scripts run end to end (``--smoke``: tiny models and sizes) and write complete results.
+
+No timing is asserted: only that every method/loss ran and that the JSON and Markdown carry what the README
+documents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(REPO, "benchmarks")
+
+
+def run_script(script: str, tmp_path, *extra: str) -> dict:
+    cmd = [
+        sys.executable,
+        os.path.join(BENCHMARKS, script),
+        "--smoke",
+        "--device",
+        "cpu",
+        "--output_dir",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(
+        [*cmd, *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    stem = script.replace(".py", "") + "_smoke_cpu"
+    assert (tmp_path / f"{stem}.md").is_file()
+    return json.loads((tmp_path / f"{stem}.json").read_text())
+
+
+def _check_header(payload: dict, benchmark: str) -> None:
+    assert payload["benchmark"] == benchmark
+    assert payload["command"].startswith("python ")
+    assert payload["date"]
+    for key in ("cpu", "logical_cores", "torch", "transformers", "device"):
+        assert payload["machine"][key], key
+    assert payload["config"]["smoke"] is True
+
+
+def test_step_cost_smoke(tmp_path):
+    payload = run_script("step_cost.py", tmp_path)
+    _check_header(payload, "step_cost")
+    methods = payload["methods"]
+    assert list(methods) == ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "kd_plain"]
+    cfg = payload["config"]
+    for name, entry in methods.items():
+        assert entry["error"] is None, (name, entry["error"])
+        assert entry["step"]["n"] == cfg["steps"]
+        assert len(entry["step_times_ms"]) == cfg["steps"] + cfg["warmup"]
+        assert entry["step_ms"] > 0 and entry["images_per_s"] > 0
+        assert entry["memory_mb"] > 0, name
+        assert entry["memory"]["isolation"] == "fork"
+        assert entry["memory"]["peak_tensor_mb"] == entry["memory_mb"]
+        assert entry["rss_increase_mb"] is not None
+        assert entry["step_time_ratio_to_kd"] > 0 and entry["memory_ratio_to_kd"] > 0
+    assert methods["kd"]["step_time_ratio_to_kd"] == pytest.approx(1.0)
+    assert methods["kd_plain"]["path"] == "plain PyTorch loop"
+    assert methods["vrm"]["config_methods"] == ["vrm"]
+    # VRM runs both networks on both views: its activations are larger than KD's
+    assert methods["vrm"]["memory_mb"] > methods["kd"]["memory_mb"]
+    targets = {t["target"]: t for t in payload["targets"]}
+    assert len(targets) == 9
+    for t in targets.values():
+        assert t["ratio"] is not None and isinstance(t["passed"], bool)
+    assert set(payload["paper_table7"]) >= {"KD", "RKD", "CRD", "VRM"}
+
+
+def test_step_cost_rejects_unknown_method(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCHMARKS, "step_cost.py"),
+            "--methods",
+            "kd,crd",
+            "--output_dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "unknown method" in proc.stderr
+
+
+def test_loss_scaling_smoke(tmp_path):
+    payload = run_script("loss_scaling.py", tmp_path)
+    _check_header(payload, "loss_scaling")
+    cfg = payload["config"]
+    rows = payload["results"]
+    sweeps = {r["sweep"] for r in rows}
+    assert sweeps == {"batch", "classes", "queue", "vrm_chunking"}
+    batch_rows = [r for r in rows if r["sweep"] == "batch"]
+    assert {(r["loss"], r["batch"]) for r in batch_rows} == {
+        (loss, b) for loss in ("kd", "rkd", "rrd", "vrm") for b in cfg["batches"]
+    }
+    for r in rows:
+        if r["loss"] == "rkd" and r["batch"] > cfg["rkd_max_batch"]:
+            assert r["status"].startswith("skipped")
+            continue
+        assert r["status"] == "ok", r
+        assert r["ms"] > 0 and r["time"]["n"] == cfg["repeats"]
+        assert r["peak_mb"] > 0 and r["saved_mb"] >= 0
+        assert r["loss_value"] == r["loss_value"]  # finite, not NaN
+    assert {r["queue"] for r in rows if r["sweep"] == "queue"} == set(cfg["queues"])
+    assert {(r["batch"], r["classes"]) for r in rows if r["sweep"] == "classes"} == {
+        (b, c) for b in cfg["class_batches"] for c in cfg["classes"]
+    }
+    chunk = payload["vrm_chunking"]
+    assert chunk["chunked"]["max_chunk_elements"] == cfg["chunk_elements"]
+    assert chunk["unchunked"]["max_chunk_elements"] > 2**60
+    # chunking with recomputation holds less memory, and gives the same loss up to summation order
+    assert chunk["peak_reduction"] > 1
+    assert chunk["value_abs_diff"] < 1e-3
