@@ -163,6 +163,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["auto", "fork", "subprocess", "skip"],
         help="isolation of the memory measurements: fork on CPU (auto), a fresh interpreter on CUDA (auto)",
     )
+    parser.add_argument(
+        "--breakdown_repeats",
+        type=int,
+        default=10,
+        help="after the timing, time the parts of a step alone (teacher forward and student forward+backward at B and "
+        "2B, each loss alone) this many times, interleaved; 0 skips it",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default=os.path.join("benchmarks", "results"))
@@ -177,7 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.teacher = args.student = "resnet8"
         args.batch_size, args.num_classes, args.image_size = 8, 10, 16
-        args.steps, args.warmup, args.memory_steps = 2, 1, 1
+        args.steps, args.warmup, args.memory_steps, args.breakdown_repeats = 2, 1, 1, 1
         args.rrd_queue_size = 64
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
@@ -527,6 +534,87 @@ def run_timing(args, device: torch.device, workdir: str) -> dict[str, Participan
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# breakdown: where a step's time goes
+# ---------------------------------------------------------------------------------------------------------------------
+def run_breakdown(args, device: torch.device) -> dict[str, Any]:
+    """Time the parts of a step alone, interleaved, in this thread: the teacher's forward and the student's
+    forward+backward at B and at 2B images (what VRM runs), and each distillation loss alone on inputs of the step's
+    shapes. Explains the ratios between methods (e.g. whether VRM's cost is its loss or its doubled batch)."""
+    from hf_relkd.losses.functional import kd_loss, rkd_loss, rrd_loss, vrm_loss
+
+    student, teacher = build_models(args)
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(teacher_dtype(args), torch.float32)
+    student = student.to(device).train()
+    teacher = teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if args.compile_teacher:
+        teacher = compile_teacher(teacher)
+    b, c = args.batch_size, args.num_classes
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(2 * b, 3, args.image_size, args.image_size, generator=g).to(device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    d_s = getattr(getattr(student, "classifier", None), "in_features", 256)
+    d_t = getattr(getattr(teacher, "classifier", None), "in_features", 256)
+
+    def leaf(*shape, normalize=False):
+        t = torch.randn(*shape, generator=g)
+        return (F.normalize(t, dim=1) if normalize else t).to(device).requires_grad_()
+
+    def const(*shape, normalize=False):
+        t = torch.randn(*shape, generator=g)
+        return (F.normalize(t, dim=1) if normalize else t).to(device)
+
+    s_logits, s_logits_v, t_logits, t_logits_v = leaf(b, c), leaf(b, c), const(b, c), const(b, c)
+    s_feat, t_feat = leaf(b, d_s), const(b, d_t)
+    s_emb, t_emb = leaf(b, 128, normalize=True), const(b, 128, normalize=True)
+    queue = const(args.rrd_queue_size, 128, normalize=True)
+
+    def teacher_forward(n):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            xt = x[:n] if args.bf16 or dtype == torch.float32 else x[:n].to(dtype)
+            teacher(pixel_values=xt)
+
+    def student_step(n):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            logits = student(pixel_values=x[:n]).logits
+        logits.float().sum().backward()
+        student.zero_grad(set_to_none=True)
+
+    def backward(loss):
+        loss.backward()
+        for t in (s_logits, s_logits_v, s_feat, s_emb):
+            t.grad = None
+
+    parts = {
+        f"teacher forward, {b} images": lambda: teacher_forward(b),
+        f"teacher forward, {2 * b} images": lambda: teacher_forward(2 * b),
+        f"student forward+backward, {b} images": lambda: student_step(b),
+        f"student forward+backward, {2 * b} images": lambda: student_step(2 * b),
+        "kd_loss fwd+bwd": lambda: backward(kd_loss(s_logits, t_logits)),
+        "rkd_loss fwd+bwd": lambda: backward(rkd_loss(s_feat, t_feat)),
+        f"rrd_loss fwd+bwd (K={args.rrd_queue_size})": lambda: backward(rrd_loss(s_emb, t_emb, queue)),
+        "vrm_loss fwd+bwd": lambda: backward(vrm_loss(s_logits, s_logits_v, t_logits, t_logits_v)),
+    }
+    for fn in parts.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    order = list(parts)
+    rng = random.Random(args.seed)
+    for _ in range(args.breakdown_repeats):
+        rng.shuffle(order)
+        for name in order:
+            times[name].append(common.timed(parts[name], device))
+    out = {name: common.summarize(values) for name, values in times.items()}
+    med = {name: v["median_ms"] for name, v in out.items()}
+    ratios = {
+        "teacher_2b_over_b": med[f"teacher forward, {2 * b} images"] / med[f"teacher forward, {b} images"],
+        "student_2b_over_b": med[f"student forward+backward, {2 * b} images"]
+        / med[f"student forward+backward, {b} images"],
+    }
+    return {"parts": out, "ratios": ratios, "repeats": args.breakdown_repeats}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # isolated memory measurement
 # ---------------------------------------------------------------------------------------------------------------------
 def _run_job(name: str, args, device: torch.device, steps: int, workdir: str) -> tuple[int, int]:
@@ -861,6 +949,28 @@ def to_markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def breakdown_markdown(payload: dict[str, Any]) -> str:
+    bd = payload.get("breakdown")
+    if not bd:
+        return ""
+    kd = payload["methods"]["kd"]["step_ms"]
+    rows = [
+        [name, common.fmt(v["median_ms"], 1), common.fmt(v["median_ms"] / kd if kd else None, 3)]
+        for name, v in bd["parts"].items()
+    ]
+    lines = [
+        "",
+        "",
+        f"### Where the time goes (parts timed alone, interleaved, median of {bd['repeats']})",
+        "",
+        common.markdown_table(["Part", "ms", "÷ KD step"], rows),
+        "",
+        f"Teacher forward at 2B ÷ B: {bd['ratios']['teacher_2b_over_b']:.2f}; student forward+backward at 2B ÷ B: "
+        f"{bd['ratios']['student_2b_over_b']:.2f} (VRM runs both networks on 2B images).",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args._memory_worker:
@@ -901,11 +1011,16 @@ def main(argv: list[str] | None = None) -> int:
         participants = run_timing(args, device, workdir)
     print(f"[step_cost] timing done ({time.perf_counter() - start:.1f} s)", flush=True)
     payload = assemble(args, device, participants, memory, machine)
+    if args.breakdown_repeats > 0:
+        start = time.perf_counter()
+        payload["breakdown"] = run_breakdown(args, device)
+        print(f"[step_cost] breakdown done ({time.perf_counter() - start:.1f} s)", flush=True)
+    markdown_extra = breakdown_markdown(payload)
     for name, mem in memory.items():
         if mem.get("error") and not payload["methods"][name]["error"]:
             payload["methods"][name]["error"] = "memory: " + mem["error"]
     name = args.name or default_name(args, device)
-    markdown = to_markdown(payload)
+    markdown = to_markdown(payload) + markdown_extra
     paths = common.write_results(args.output_dir, name, payload, markdown)
     print(markdown)
     print(f"\nwrote {paths[0]} and {paths[1]}")

@@ -76,6 +76,9 @@ def test_step_cost_smoke(tmp_path):
     for t in targets.values():
         assert t["ratio"] is not None and isinstance(t["passed"], bool)
     assert set(payload["paper_table7"]) >= {"KD", "RKD", "CRD", "VRM"}
+    breakdown = payload["breakdown"]
+    assert len(breakdown["parts"]) == 8 and all(v["median_ms"] > 0 for v in breakdown["parts"].values())
+    assert set(breakdown["ratios"]) == {"teacher_2b_over_b", "student_2b_over_b"}
 
 
 def test_step_cost_rejects_unknown_method(tmp_path):
