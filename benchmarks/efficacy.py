@@ -156,15 +156,16 @@ def settings_markdown(results: Mapping[str, Any], wall_time_s: float) -> str:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Accuracy of every distillation method against a CE-only student (quick-start setting, several "
-        "seeds). Writes efficacy.json and efficacy.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--methods", nargs="+", default=list(METHOD_VARIANTS), choices=list(METHOD_VARIANTS), help="Students."
-    )
+def add_quickstart_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The quick-start settings shared by the efficacy benchmark and the VRM pruning ablation.
+
+    Args:
+        parser: the script's parser.
+
+    Returns:
+        ``parser``, with ``--seeds``, the model/epoch/size settings, ``--teacher_path``, ``--num_threads``,
+        ``--progress``, ``--output_dir`` and ``--work_dir``.
+    """
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="Seeds (at least 3).")
     parser.add_argument("--teacher_model", default=DEFAULTS["teacher_model"])
     parser.add_argument("--student_model", default=DEFAULTS["student_model"])
@@ -182,6 +183,18 @@ def _parser() -> argparse.ArgumentParser:
         "--work_dir", default=None, help="Where the teacher is saved (default: a temporary folder, deleted)."
     )
     return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Accuracy of every distillation method against a CE-only student (quick-start setting, several "
+        "seeds). Writes efficacy.json and efficacy.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHOD_VARIANTS), choices=list(METHOD_VARIANTS), help="Students."
+    )
+    return add_quickstart_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

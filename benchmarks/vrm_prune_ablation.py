@@ -13,7 +13,6 @@ students). See ``benchmarks/efficacy.py`` for the columns.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -23,9 +22,9 @@ from typing import Any
 
 import common  # noqa: I001  (benchmarks/common.py; also makes a checkout's hf_relkd importable)
 import torch
-from efficacy import COLUMNS, comparison_rows, paired_deltas, settings_markdown
+from efficacy import COLUMNS, add_quickstart_arguments, comparison_rows, paired_deltas, settings_markdown
 
-from hf_relkd.quickstart import BASELINE, DEFAULTS, METHOD_VARIANTS, run_quickstart
+from hf_relkd.quickstart import BASELINE, METHOD_VARIANTS, run_quickstart
 
 
 def variant(percentile: float) -> tuple[str, dict[str, Any]]:
@@ -47,23 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--percentiles", nargs="+", type=float, default=[50, 75, 90, 100])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="Seeds (at least 3).")
-    parser.add_argument("--teacher_model", default=DEFAULTS["teacher_model"])
-    parser.add_argument("--student_model", default=DEFAULTS["student_model"])
-    parser.add_argument("--image_size", type=int, default=DEFAULTS["image_size"])
-    parser.add_argument("--teacher_epochs", type=float, default=DEFAULTS["teacher_epochs"])
-    parser.add_argument("--student_epochs", type=float, default=DEFAULTS["student_epochs"])
-    parser.add_argument("--max_steps", type=int, default=None, help="Cap every run (smoke tests only).")
-    parser.add_argument("--teacher_path", default=None, help="Reuse a saved teacher instead of training one.")
-    parser.add_argument(
-        "--num_threads", type=int, default=None, help="Torch CPU threads (default: free cores)."
-    )
-    parser.add_argument("--progress", action="store_true", help="Show the progress bars of every run.")
-    parser.add_argument("--output_dir", default=os.path.join(common.REPO_ROOT, "benchmarks", "results"))
-    parser.add_argument(
-        "--work_dir", default=None, help="Where the teacher is saved (default: a temporary folder, deleted)."
-    )
-    return parser
+    return add_quickstart_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
