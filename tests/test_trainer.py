@@ -412,6 +412,7 @@ def test_methods_switch_on_paper_defaults(tmp_path):
         ("methods", ["rrd", "crd"], r"unknown method\(s\) \['crd'\]"),
         ("relation_scope", "world", "`relation_scope` must be 'local' or 'global'"),
         ("rrd_queue_size", 0, "`rrd_queue_size` must be an integer >= 1"),
+        ("teacher_compile_mode", "fastest", "`teacher_compile_mode` must be one of"),
     ],
 )
 def test_config_rejects_nonsense(tmp_path, field, value, message):
@@ -476,3 +477,46 @@ def test_feature_hooks_are_inert_outside_the_trainer_and_removed_with_it(tmp_pat
     del trainer, tap
     gc.collect()
     assert len(teacher.fc._forward_pre_hooks) == 0
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_compiled_teacher_gives_the_same_training(tmp_path, backend):
+    """``teacher_compile`` wraps the teacher in ``torch.compile``; the feature hook still fires inside the compiled
+    graph (RKD/RRD need the teacher's embedding) and training is the same as with the eager teacher."""
+    data = tensor_dataset(32)
+    methods = ["rkd", "rrd", "vrm", "kd"]
+
+    def run(output, **overrides):
+        student, teacher = make_pair()
+        args = make_config(tmp_path / output, methods, max_steps=3, **overrides)
+        trainer = RelationalDistillationTrainer(
+            model=student, teacher_model=teacher, args=args, train_dataset=data, eval_dataset=data
+        )
+        trainer.train()
+        return trainer, trainer.evaluate()
+
+    eager, eager_eval = run("eager")
+    compiled, compiled_eval = run("compiled", teacher_compile=True, teacher_compile_backend=backend)
+    assert hasattr(compiled.teacher, "_orig_mod") and not hasattr(eager.teacher, "_orig_mod")
+    assert not compiled.teacher.training
+    for key in ("loss/rkd_distance", "loss/rrd", "loss/vrm_inter_sample", "loss/kd"):
+        assert train_logs(compiled)[-1][key] == pytest.approx(train_logs(eager)[-1][key], rel=1e-4, abs=1e-6)
+    for name, value in eager.model.state_dict().items():
+        torch.testing.assert_close(compiled.model.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    assert compiled_eval["eval_teacher_accuracy"] == eager_eval["eval_teacher_accuracy"]
+
+
+def test_compiled_teachers_of_one_class_keep_their_own_feature_hooks(tmp_path):
+    """A KD run compiles a teacher class without the feature hook; an RRD run in the same process compiles another
+    teacher of that class with it, and must capture its embedding (Dynamo guards on hooks for the teacher)."""
+    data = tensor_dataset(16)
+    for method in ("kd", "rrd"):
+        student, teacher = make_pair()
+        args = make_config(
+            tmp_path / method, [method], max_steps=2, teacher_compile=True, teacher_compile_backend="eager"
+        )
+        trainer = RelationalDistillationTrainer(
+            model=student, teacher_model=teacher, args=args, train_dataset=data
+        )
+        trainer.train()
+    assert "loss/rrd" in train_logs(trainer)[-1]

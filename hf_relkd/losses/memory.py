@@ -38,10 +38,15 @@ class FIFOQueue(nn.Module):
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("num_enqueued", torch.zeros((), dtype=torch.long))
 
+    def fill_fraction(self) -> Tensor:
+        """Fraction of the queue that holds real keys rather than its random initialisation, as a 0-d tensor on the
+        queue's device (reading it does not synchronise with the device)."""
+        return (self.num_enqueued.float() / self.size).clamp(max=1.0)
+
     @property
     def fill(self) -> float:
-        """Fraction of the queue that holds real keys rather than its random initialisation."""
-        return min(1.0, float(self.num_enqueued) / self.size)
+        """:meth:`fill_fraction` as a Python float."""
+        return float(self.fill_fraction())
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:

@@ -59,7 +59,13 @@ class VRMLoss(nn.Module):
         self.prune_percentile, self.zsnorm = prune_percentile, zsnorm
         self.max_chunk_elements = max_chunk_elements
         self.adaptor = LogitAdaptor(num_classes, adaptor_hidden_dim) if adaptor else None
-        self.last_kept_fraction: float = 1.0
+        self.last_kept: Tensor = torch.ones(())
+
+    @property
+    def last_kept_fraction(self) -> float:
+        """Fraction of the inter-sample edges kept by pruning in the last call (1.0 before any call or without
+        pruning); :attr:`last_kept` is the same as a 0-d tensor on the logits' device."""
+        return float(self.last_kept)
 
     def compute_terms(
         self,
@@ -73,7 +79,7 @@ class VRMLoss(nn.Module):
         if self.prune_percentile < 100:
             # edges are judged on the student's own predictions, before any adaptor
             keep = joint_entropy_keep_mask(student_logits, student_logits_virtual, self.prune_percentile)
-            self.last_kept_fraction = float(keep.float().mean())
+            self.last_kept = keep.float().mean().detach()
         if self.adaptor is not None:
             student_logits, student_logits_virtual = (
                 self.adaptor(student_logits),

@@ -79,8 +79,11 @@ class DistillationMethod(nn.Module):
         """Weighted loss terms by name (each becomes ``loss/<name>`` in the logs and enters the total)."""
         raise NotImplementedError
 
-    def metrics(self) -> dict[str, float]:
-        """Extra diagnostics to log after a step (e.g. queue fill); keys are logged as given."""
+    def metrics(self) -> dict[str, float | Tensor]:
+        """Extra diagnostics to log after a step (e.g. queue fill); keys are logged as given.
+
+        Return 0-d tensors rather than Python numbers where the value lives on the device: the trainer averages them
+        on the device and reads them only when it logs, so a step never waits for the GPU."""
         return {}
 
 

@@ -37,5 +37,5 @@ class RRDMethod(DistillationMethod):
     def forward(self, outputs: StepOutputs) -> dict[str, Tensor]:
         return {"rrd": self.weight * self.loss(outputs.student_features, outputs.teacher_features)}
 
-    def metrics(self) -> dict[str, float]:
-        return {"rrd/queue_fill": self.loss.queue.fill}
+    def metrics(self) -> dict[str, Tensor]:
+        return {"rrd/queue_fill": self.loss.queue.fill_fraction()}

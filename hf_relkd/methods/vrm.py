@@ -40,5 +40,5 @@ class VRMMethod(DistillationMethod):
             outputs.teacher_logits_virtual,
         )
 
-    def metrics(self) -> dict[str, float]:
-        return {"vrm/kept_edges": self.loss.last_kept_fraction} if self.loss.prune_percentile < 100 else {}
+    def metrics(self) -> dict[str, Tensor]:
+        return {"vrm/kept_edges": self.loss.last_kept} if self.loss.prune_percentile < 100 else {}

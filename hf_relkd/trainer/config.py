@@ -46,6 +46,7 @@ class RelationalDistillationConfig(TrainingArguments):
         teacher_model_name_or_path: Hub id or local folder of the teacher, when none is passed to the trainer.
         student_feature_module, teacher_feature_module: module whose input is the penultimate embedding.
         teacher_dtype: run the teacher in this dtype.
+        teacher_compile, teacher_compile_backend, teacher_compile_mode: ``torch.compile`` the teacher.
         relation_scope: ``"local"`` or ``"global"`` relations under data parallelism.
     """
 
@@ -148,6 +149,23 @@ class RelationalDistillationConfig(TrainingArguments):
             "Relational math always runs in float32."
         },
     )
+    teacher_compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the teacher's forward (it runs without gradients and is pure overhead), independently "
+            "of the student (`torch_compile`). Pays off on GPUs for runs longer than the compilation."
+        },
+    )
+    teacher_compile_backend: str = field(
+        default="inductor", metadata={"help": "torch.compile backend for the teacher (with teacher_compile)."}
+    )
+    teacher_compile_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "torch.compile mode for the teacher (with teacher_compile): None, 'default', 'reduce-overhead', "
+            "'max-autotune' or 'max-autotune-no-cudagraphs'."
+        },
+    )
     relation_scope: str = field(
         default="local",
         metadata={
@@ -223,6 +241,11 @@ class RelationalDistillationConfig(TrainingArguments):
         if self.teacher_dtype not in (None, "auto", "float32", "bfloat16", "float16"):
             raise ValueError(
                 f"`teacher_dtype` must be one of None, 'float32', 'bfloat16', 'float16', got {self.teacher_dtype!r}."
+            )
+        compile_modes = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        if self.teacher_compile_mode not in compile_modes:
+            raise ValueError(
+                f"`teacher_compile_mode` must be one of {compile_modes}, got {self.teacher_compile_mode!r}."
             )
         if self.lr_decay_epochs is not None:
             self.lr_decay_epochs = sorted(float(e) for e in self.lr_decay_epochs)

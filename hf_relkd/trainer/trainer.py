@@ -242,6 +242,12 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         # loaded differently on some process would otherwise silently give each process another target)
         broadcast_module(_unwrap(teacher))
         teacher.eval()
+        if self.args.teacher_compile and not hasattr(teacher, "_orig_mod"):  # not already compiled
+            # compiled lazily at the first forward, i.e. after the feature tap's hook is registered below; Dynamo
+            # traces the hook into the graph
+            teacher = torch.compile(
+                teacher, backend=self.args.teacher_compile_backend, mode=self.args.teacher_compile_mode
+            )
         return teacher
 
     @staticmethod
@@ -345,13 +351,21 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         if param is not None and param.dtype != pixel_values.dtype and not torch.is_autocast_enabled():
             pixel_values = pixel_values.to(param.dtype)
         tap = self._teacher_tap if with_features else None
-        with _capturing(tap):
+        with _capturing(tap), self._teacher_compile_guards():
             outputs = (
                 self.teacher(pixel_values=pixel_values)
                 if _accepts_pixel_values(self.teacher)
                 else self.teacher(pixel_values)
             )
         return _logits_of(outputs), tap.pop() if tap is not None else None
+
+    def _teacher_compile_guards(self) -> contextlib.AbstractContextManager:
+        """With ``teacher_compile``, make Dynamo guard on module hooks while it compiles the teacher: by default it
+        does not, and a graph compiled for another teacher of the same class without the feature hook (e.g. a KD run
+        earlier in the same process) would be reused and the embedding never captured."""
+        if not self.args.teacher_compile:
+            return contextlib.nullcontext()
+        return torch._dynamo.config.patch(skip_nnmodule_hook_guards=False)
 
     def _student_forward(
         self, model: nn.Module, pixel_values: Tensor, with_features: bool = True
@@ -513,7 +527,9 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         store["teacher_agreement"].append(agreement)
         for method in self.distillation_methods.values():
             for name, value in method.metrics().items():
-                store[name].append(torch.tensor(float(value), device=agreement.device))
+                store[name].append(
+                    torch.as_tensor(value, dtype=torch.float32, device=agreement.device).detach()
+                )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the averages of the recorded per-term losses and diagnostics since the last log, then logs."""
