@@ -103,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max_repeats", type=int, default=50, help="most timed runs per point")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per point")
+    common.add_cpu_malloc_argument(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default=os.path.join("benchmarks", "results"))
@@ -417,6 +418,7 @@ def to_markdown(payload: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = common.resolve_device(args.device)
+    malloc = common.configure_cpu_malloc(args.cpu_malloc)
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = common.machine_info(device)
@@ -459,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "config": {
             "device": str(device),
+            "cpu_malloc": malloc if device.type == "cpu" else "n/a (CUDA caching allocator)",
             "losses": args.losses,
             "batches": args.batches,
             "classes": args.classes,

@@ -135,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--compile_teacher",
         action="store_true",
-        help="torch.compile the teacher (monkeypatched onto the trainer)",
+        help="torch.compile the teacher (config.teacher_compile=True in the trainer; torch.compile in the plain loop)",
     )
     parser.add_argument(
         "--methods",
@@ -170,6 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after the timing, time the parts of a step alone (teacher forward and student forward+backward at B and "
         "2B, each loss alone) this many times, interleaved; 0 skips it",
     )
+    common.add_cpu_malloc_argument(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default=os.path.join("benchmarks", "results"))
@@ -207,6 +208,8 @@ def default_name(args, device: torch.device) -> str:
     parts += [flag for flag, on in (("bf16", args.bf16), ("channels_last", args.channels_last)) if on]
     if args.compile_teacher:
         parts.append("compile")
+    if args.cpu_malloc != "default" and device.type == "cpu":
+        parts.append(f"malloc_{args.cpu_malloc}")
     return "_".join(parts)
 
 
@@ -266,16 +269,23 @@ def _guard_hooks() -> None:
     torch._dynamo.config.skip_nnmodule_hook_guards = False
 
 
-def build_trainer(name: str, args, device: torch.device, max_steps: int, workdir: str, callbacks=()):
+def build_dataset(name: str, args, max_steps: int) -> RandomImages:
+    """The random images a method trains on (with a virtual view for VRM)."""
+    return RandomImages(
+        args.batch_size * max_steps, args.image_size, args.num_classes, METHODS[name].virtual, args.seed + 1
+    )
+
+
+def build_trainer(
+    name: str, args, device: torch.device, max_steps: int, workdir: str, callbacks=(), dataset=None
+):
     """The trainer a user would build for this method (random data, SGD as in the CIFAR recipes)."""
     from transformers import PrinterCallback
 
     from hf_relkd import RelationalDistillationConfig, RelationalDistillationTrainer
 
     spec = METHODS[name]
-    dataset = RandomImages(
-        args.batch_size * max_steps, args.image_size, args.num_classes, spec.virtual, args.seed + 1
-    )
+    dataset = dataset if dataset is not None else build_dataset(name, args, max_steps)
     student, teacher = build_models(args)
     config = RelationalDistillationConfig(
         output_dir=os.path.join(workdir, name),
@@ -291,6 +301,7 @@ def build_trainer(name: str, args, device: torch.device, max_steps: int, workdir
         bf16=args.bf16,
         teacher_dtype=teacher_dtype(args),
         rrd_queue_size=args.rrd_queue_size,
+        teacher_compile=args.compile_teacher,
         use_cpu=device.type == "cpu",
         seed=args.seed,
         save_strategy="no",
@@ -305,8 +316,6 @@ def build_trainer(name: str, args, device: torch.device, max_steps: int, workdir
         model=student, teacher_model=teacher, args=config, train_dataset=dataset, callbacks=list(callbacks)
     )
     trainer.remove_callback(PrinterCallback)
-    if args.compile_teacher:
-        trainer.teacher = compile_teacher(trainer.teacher)
     return trainer
 
 
@@ -320,13 +329,11 @@ class PlainKDLoop:
 
     temperature = 4.0
 
-    def __init__(self, args, device: torch.device, max_steps: int):
+    def __init__(self, args, device: torch.device, max_steps: int, dataset=None):
         from hf_relkd.data import DistillationCollator
 
         self.device, self.bf16, self.max_grad_norm = device, args.bf16, args.max_grad_norm
-        dataset = RandomImages(
-            args.batch_size * max_steps, args.image_size, args.num_classes, False, args.seed + 1
-        )
+        dataset = dataset if dataset is not None else build_dataset("kd_plain", args, max_steps)
         student, teacher = build_models(args)
         dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(teacher_dtype(args), torch.float32)
         self.teacher_dtype = dtype
@@ -617,15 +624,17 @@ def run_breakdown(args, device: torch.device) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # isolated memory measurement
 # ---------------------------------------------------------------------------------------------------------------------
-def _run_job(name: str, args, device: torch.device, steps: int, workdir: str) -> tuple[int, int]:
-    """Build the method and train it for ``steps`` steps; returns (RSS, CUDA allocated bytes) after the set-up."""
+def _run_job(name: str, args, device: torch.device, steps: int, workdir: str, dataset) -> tuple[int, int]:
+    """Build the method and train it for ``steps`` steps on ``dataset``; returns (RSS, CUDA allocated bytes) after
+    the set-up."""
     if METHODS[name].plain:
-        job = PlainKDLoop(args, device, steps)
+        job = PlainKDLoop(args, device, steps, dataset)
         setup = (common.rss_bytes(), _allocated(device))
         for x, y in job.batches():
             job.step(x, y)
     else:
-        job = build_trainer(name, args, device, steps, os.path.join(workdir, f"{name}-{time.monotonic_ns()}"))
+        workdir = os.path.join(workdir, f"{name}-{time.monotonic_ns()}")
+        job = build_trainer(name, args, device, steps, workdir, dataset=dataset)
         setup = (common.rss_bytes(), _allocated(device))
         job.train()
     common.synchronize(device)
@@ -651,7 +660,10 @@ def memory_worker(name: str, args) -> dict[str, Any]:
         tiny = argparse.Namespace(**vars(args))
         tiny.teacher = tiny.student = "resnet8"
         tiny.batch_size, tiny.image_size, tiny.rrd_queue_size, tiny.compile_teacher = 4, 16, 64, False
-        _run_job(name, tiny, device, 2, workdir)
+        _run_job(name, tiny, device, 2, workdir, build_dataset(name, tiny, 2))
+        # the random images exist before the measurement starts: they stand for a dataset on disk (on a GPU they
+        # stay in host memory and are not in max_memory_allocated); the collated batches are measured
+        dataset = build_dataset(name, args, steps)
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -659,7 +671,7 @@ def memory_worker(name: str, args) -> dict[str, Any]:
             cuda0 = torch.cuda.memory_allocated(device)
         rss0 = common.rss_bytes()
         out["peak_reset"] = common.reset_peak_rss()
-        setup_rss, setup_alloc = _run_job(name, args, device, steps, workdir)
+        setup_rss, setup_alloc = _run_job(name, args, device, steps, workdir, dataset)
         peak_rss = common.peak_rss_bytes()
         out["rss_before_models_mb"] = rss0 / common.MB
         out["peak_rss_mb"] = peak_rss / common.MB
@@ -672,7 +684,7 @@ def memory_worker(name: str, args) -> dict[str, Any]:
             out["memory_mb"] = out["peak_allocated_mb"]
         else:
             gc.collect()
-            peak = common.cpu_peak_live_bytes(lambda: _run_job(name, args, device, steps, workdir))
+            peak = common.cpu_peak_live_bytes(lambda: _run_job(name, args, device, steps, workdir, dataset))
             out["peak_tensor_mb"] = peak / common.MB
             out["memory_mb"] = out["peak_tensor_mb"]
     return out
@@ -721,6 +733,7 @@ def measure_memory(name: str, args, mode: str) -> dict[str, Any]:
 def _worker_main(payload: str) -> None:
     spec = json.loads(payload)
     args = argparse.Namespace(**spec["args"])
+    common.configure_cpu_malloc(args.cpu_malloc)
     try:
         result = memory_worker(spec["name"], args)
     except BaseException:
@@ -731,7 +744,7 @@ def _worker_main(payload: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------------------------------
-def assemble(args, device, participants, memory, machine) -> dict[str, Any]:
+def assemble(args, device, participants, memory, machine, malloc: str) -> dict[str, Any]:
     methods: dict[str, Any] = {}
     for name in args.methods:
         p = participants[name]
@@ -794,7 +807,8 @@ def assemble(args, device, participants, memory, machine) -> dict[str, Any]:
         "torch.cuda.max_memory_allocated from model construction to the last step (fresh process per method)"
         if device.type == "cuda"
         else "peak bytes of live CPU tensors from model construction to the last step (PyTorch profiler memory "
-        "events; the CPU analogue of max_memory_allocated), one forked process per method"
+        "events; the CPU analogue of max_memory_allocated; the random-image dataset is built before, as a dataset on "
+        "disk would be, the collated batches are counted), one forked process per method"
     )
     rss_metric = (
         "peak RSS (VmHWM, reset after a tiny warm-up run of the same method) minus RSS at that moment, "
@@ -819,6 +833,7 @@ def assemble(args, device, participants, memory, machine) -> dict[str, Any]:
             "teacher_dtype": teacher_dtype(args) or "float32",
             "channels_last": args.channels_last,
             "compile_teacher": args.compile_teacher,
+            "cpu_malloc": malloc if device.type == "cpu" else "n/a (CUDA caching allocator)",
             "rrd_queue_size": args.rrd_queue_size,
             "max_grad_norm": args.max_grad_norm,
             "optimizer": "SGD(lr=0.05, momentum=0.9, weight_decay=5e-4 on weights)",
@@ -875,6 +890,8 @@ def to_markdown(payload: dict[str, Any]) -> str:
         f"* Settings: {', '.join(flags) or 'fp32, contiguous, eager'}; teacher dtype {cfg['teacher_dtype']}; "
         f"{cfg['warmup']} warm-up + {cfg['steps']} timed steps per method; memory from {cfg['memory_steps']} steps"
     )
+    if "cpu_malloc" in cfg and cfg["device"] == "cpu":
+        lines.append(f"* CPU allocator: {cfg['cpu_malloc']}")
     lines.append(f"* Step time: {cfg['timing']}")
     lines.append(
         "* CPU time: process CPU time (all threads) per step, median; less sensitive than wall time to other "
@@ -977,6 +994,7 @@ def main(argv: list[str] | None = None) -> int:
         _worker_main(args._memory_worker)
         return 0
     device = common.resolve_device(args.device)
+    malloc = common.configure_cpu_malloc(args.cpu_malloc)
     if args.threads:
         torch.set_num_threads(args.threads)
     mode = args.memory
@@ -1010,7 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         participants = run_timing(args, device, workdir)
     print(f"[step_cost] timing done ({time.perf_counter() - start:.1f} s)", flush=True)
-    payload = assemble(args, device, participants, memory, machine)
+    payload = assemble(args, device, participants, memory, machine, malloc)
     if args.breakdown_repeats > 0:
         start = time.perf_counter()
         payload["breakdown"] = run_breakdown(args, device)

@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = os.path.join(REPO, "benchmarks")
 
 
-def run_script(script: str, tmp_path, *extra: str) -> dict:
+def run_script(script: str, tmp_path, *extra: str, stem: str | None = None) -> dict:
     cmd = [
         sys.executable,
         os.path.join(BENCHMARKS, script),
@@ -36,7 +36,7 @@ def run_script(script: str, tmp_path, *extra: str) -> dict:
         env={**os.environ, "PYTHONPATH": REPO},
     )
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    stem = script.replace(".py", "") + "_smoke_cpu"
+    stem = stem or script.replace(".py", "") + "_smoke_cpu"
     assert (tmp_path / f"{stem}.md").is_file()
     return json.loads((tmp_path / f"{stem}.json").read_text())
 
@@ -51,11 +51,14 @@ def _check_header(payload: dict, benchmark: str) -> None:
 
 
 def test_step_cost_smoke(tmp_path):
-    payload = run_script("step_cost.py", tmp_path)
+    payload = run_script(
+        "step_cost.py", tmp_path, "--cpu_malloc", "retain", stem="step_cost_smoke_cpu_malloc_retain"
+    )
     _check_header(payload, "step_cost")
     methods = payload["methods"]
     assert list(methods) == ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "kd_plain"]
     cfg = payload["config"]
+    assert "mallopt" in cfg["cpu_malloc"]
     for name, entry in methods.items():
         assert entry["error"] is None, (name, entry["error"])
         assert entry["step"]["n"] == cfg["steps"]
@@ -103,6 +106,7 @@ def test_loss_scaling_smoke(tmp_path):
     payload = run_script("loss_scaling.py", tmp_path)
     _check_header(payload, "loss_scaling")
     cfg = payload["config"]
+    assert cfg["cpu_malloc"].startswith("glibc defaults")
     rows = payload["results"]
     sweeps = {r["sweep"] for r in rows}
     assert sweeps == {"batch", "classes", "queue", "vrm_chunking"}
