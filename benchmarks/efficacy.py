@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import common  # noqa: I001  (benchmarks/common.py; also makes a checkout's hf_relkd importable)
@@ -197,6 +197,80 @@ def _parser() -> argparse.ArgumentParser:
     return add_quickstart_arguments(parser)
 
 
+def run_and_report(
+    args: argparse.Namespace,
+    variants: Mapping[str, Mapping[str, Any]],
+    *,
+    benchmark: str,
+    title: str,
+    describe: Mapping[str, str],
+    extra_payload: Callable[[dict[str, list[float]]], dict[str, Any]] | None = None,
+    extra_markdown: Callable[[dict[str, Any]], str] | None = None,
+) -> dict[str, Any]:
+    """Train the CE-only student and every variant over the seeds, then write ``<benchmark>.json`` / ``.md``.
+
+    The common runner of this benchmark and the VRM pruning ablation: one :func:`run_quickstart` call (teacher
+    trained once, every student paired with the CE student of its seed), the machine description, paired deltas,
+    the settings and the comparison table.
+
+    Args:
+        args: parsed :func:`add_quickstart_arguments` arguments.
+        variants: student name -> config fields (as :data:`METHOD_VARIANTS`).
+        benchmark: result file stem and ``payload["benchmark"]``.
+        title: Markdown title.
+        describe: student name -> short description of its loss (table column).
+        extra_payload: paired deltas (name -> points per seed) -> more payload fields.
+        extra_markdown: payload -> a paragraph appended to the Markdown.
+
+    Returns:
+        The JSON payload.
+    """
+    if len(args.seeds) < 3:
+        print("warning: fewer than 3 seeds; the differences will not be meaningful.", file=sys.stderr)
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix=f"hf_relkd_{benchmark}_") as scratch:
+        results = run_quickstart(
+            args.work_dir or scratch,
+            seeds=args.seeds,
+            teacher_model=args.teacher_model,
+            student_model=args.student_model,
+            image_size=args.image_size,
+            teacher_epochs=args.teacher_epochs,
+            student_epochs=args.student_epochs,
+            max_steps=args.max_steps,
+            variants=dict(variants),
+            teacher_path=args.teacher_path,
+            save_student=False,
+            progress=args.progress,
+            num_threads=args.num_threads,
+        )
+    wall = time.time() - started
+    deltas = {name: paired_deltas(results, name) for name in variants}
+    payload = {
+        "benchmark": benchmark,
+        "command": common.command_line(),
+        "date": common.utc_now(),
+        "machine": common.machine_info(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
+        "wall_time_s": wall,
+        "method_settings": {name: dict(cfg) for name, cfg in variants.items()},
+        "paired_deltas_points": deltas,
+        **(extra_payload(deltas) if extra_payload else {}),
+        "results": results,
+    }
+    payload["machine"]["torch_threads"] = results["settings"]["torch_threads"]
+    sections = [
+        common.header_markdown(title, payload),
+        settings_markdown(results, wall),
+        common.markdown_table(COLUMNS, comparison_rows(results, {BASELINE: "CE", **describe})),
+    ]
+    if extra_markdown:
+        sections.append(extra_markdown(payload))
+    json_path, md_path = common.write_results(args.output_dir, benchmark, payload, "\n\n".join(sections))
+    print("\n\n".join(sections))
+    print(f"\nWrote {json_path} and {md_path}")
+    return payload
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark and write ``efficacy.json`` and ``efficacy.md`` to ``--output_dir``.
 
@@ -207,48 +281,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         The JSON payload.
     """
     args = _parser().parse_args(argv)
-    if len(args.seeds) < 3:
-        print("warning: fewer than 3 seeds; the differences will not be meaningful.", file=sys.stderr)
-    started = time.time()
-    with tempfile.TemporaryDirectory(prefix="hf_relkd_efficacy_") as scratch:
-        results = run_quickstart(
-            args.work_dir or scratch,
-            seeds=args.seeds,
-            teacher_model=args.teacher_model,
-            student_model=args.student_model,
-            image_size=args.image_size,
-            teacher_epochs=args.teacher_epochs,
-            student_epochs=args.student_epochs,
-            max_steps=args.max_steps,
-            variants={name: METHOD_VARIANTS[name] for name in args.methods},
-            teacher_path=args.teacher_path,
-            save_student=False,
-            progress=args.progress,
-            num_threads=args.num_threads,
-        )
-    wall = time.time() - started
-    payload = {
-        "benchmark": "efficacy",
-        "command": common.command_line(),
-        "date": common.utc_now(),
-        "machine": common.machine_info(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
-        "wall_time_s": wall,
-        "method_settings": {name: METHOD_VARIANTS[name] for name in args.methods},
-        "paired_deltas_points": {name: paired_deltas(results, name) for name in args.methods},
-        "results": results,
-    }
-    payload["machine"]["torch_threads"] = results["settings"]["torch_threads"]
-    markdown = "\n\n".join(
-        [
-            common.header_markdown("Efficacy: distilled vs CE-only students (quick-start setting)", payload),
-            settings_markdown(results, wall),
-            common.markdown_table(COLUMNS, comparison_rows(results, DESCRIPTIONS)),
-        ]
+    return run_and_report(
+        args,
+        {name: METHOD_VARIANTS[name] for name in args.methods},
+        benchmark="efficacy",
+        title="Efficacy: distilled vs CE-only students (quick-start setting)",
+        describe=DESCRIPTIONS,
     )
-    json_path, md_path = common.write_results(args.output_dir, "efficacy", payload, markdown)
-    print(markdown)
-    print(f"\nWrote {json_path} and {md_path}")
-    return payload
 
 
 if __name__ == "__main__":

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import common  # noqa: I001  (benchmarks/common.py; also makes a checkout's hf_relkd importable)
-import torch
-from efficacy import COLUMNS, add_quickstart_arguments, comparison_rows, paired_deltas, settings_markdown
+import common  # noqa: F401, I001  (benchmarks/common.py; also makes a checkout's hf_relkd importable)
+from efficacy import add_quickstart_arguments, run_and_report
 
-from hf_relkd.quickstart import BASELINE, METHOD_VARIANTS, run_quickstart
+from hf_relkd.quickstart import METHOD_VARIANTS
 
 
 def variant(percentile: float) -> tuple[str, dict[str, Any]]:
@@ -62,57 +58,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     bad = [p for p in args.percentiles if not 0 < p <= 100]
     if bad:
         raise SystemExit(f"--percentiles must lie in (0, 100] (100 disables pruning), got {bad}.")
-    if len(args.seeds) < 3:
-        print("warning: fewer than 3 seeds; the differences will not be meaningful.", file=sys.stderr)
     variants = dict(variant(p) for p in args.percentiles)
-    started = time.time()
-    with tempfile.TemporaryDirectory(prefix="hf_relkd_vrm_ablation_") as scratch:
-        results = run_quickstart(
-            args.work_dir or scratch,
-            seeds=args.seeds,
-            teacher_model=args.teacher_model,
-            student_model=args.student_model,
-            image_size=args.image_size,
-            teacher_epochs=args.teacher_epochs,
-            student_epochs=args.student_epochs,
-            max_steps=args.max_steps,
-            variants=variants,
-            teacher_path=args.teacher_path,
-            save_student=False,
-            progress=args.progress,
-            num_threads=args.num_threads,
-        )
-    wall = time.time() - started
-    deltas = {name: paired_deltas(results, name) for name in variants}
-    ranking = sorted(variants, key=lambda name: statistics.fmean(deltas[name]), reverse=True)
-    payload = {
-        "benchmark": "vrm_prune_ablation",
-        "command": common.command_line(),
-        "date": common.utc_now(),
-        "machine": common.machine_info(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
-        "wall_time_s": wall,
-        "percentiles": args.percentiles,
-        "paired_deltas_points": deltas,
-        "ranking_by_mean_delta": ranking,
-        "results": results,
-    }
-    payload["machine"]["torch_threads"] = results["settings"]["torch_threads"]
-    describe = {BASELINE: "CE"}
-    describe.update(
-        {name: f"CE + VRM, prune above p{cfg['vrm_prune_percentile']:g}" for name, cfg in variants.items()}
+
+    def ranking(deltas: dict[str, list[float]]) -> dict[str, Any]:
+        ranked = sorted(variants, key=lambda name: statistics.fmean(deltas[name]), reverse=True)
+        return {"percentiles": args.percentiles, "ranking_by_mean_delta": ranked}
+
+    return run_and_report(
+        args,
+        variants,
+        benchmark="vrm_prune_ablation",
+        title="VRM pruning percentile (quick-start setting)",
+        describe={
+            name: f"CE + VRM, prune above p{cfg['vrm_prune_percentile']:g}" for name, cfg in variants.items()
+        },
+        extra_payload=ranking,
+        extra_markdown=lambda payload: (
+            "Ranking by mean paired Δ: " + " > ".join(payload["ranking_by_mean_delta"]) + "."
+        ),
     )
-    markdown = "\n\n".join(
-        [
-            common.header_markdown("VRM pruning percentile (quick-start setting)", payload),
-            settings_markdown(results, wall),
-            common.markdown_table(COLUMNS, comparison_rows(results, describe)),
-            "Ranking by mean paired Δ: " + " > ".join(ranking) + ".",
-        ]
-    )
-    json_path, md_path = common.write_results(args.output_dir, "vrm_prune_ablation", payload, markdown)
-    print(markdown)
-    print(f"\nWrote {json_path} and {md_path}")
-    return payload
 
 
 if __name__ == "__main__":

@@ -132,3 +132,39 @@ def test_loss_scaling_smoke(tmp_path):
     # chunking with recomputation holds less memory, and gives the same loss up to summation order
     assert chunk["peak_reduction"] > 1
     assert chunk["value_abs_diff"] < 1e-3
+
+
+def run_quickstart_script(script: str, tmp_path, *extra: str) -> dict:
+    """A quick-start benchmark with one seed and two optimizer steps per run (teacher included)."""
+    cmd = [sys.executable, os.path.join(BENCHMARKS, script), "--seeds", "0", "--max_steps", "2"]
+    cmd += ["--output_dir", str(tmp_path), "--work_dir", str(tmp_path / "work"), *extra]
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO}
+    )
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert "fewer than 3 seeds" in proc.stderr
+    stem = script.replace(".py", "")
+    markdown = (tmp_path / f"{stem}.md").read_text()
+    assert "| model | loss | top-1 (%)" in markdown
+    return json.loads((tmp_path / f"{stem}.json").read_text())
+
+
+def test_efficacy_smoke(tmp_path):
+    payload = run_quickstart_script("efficacy.py", tmp_path, "--methods", "kd", "vrm")
+    assert payload["benchmark"] == "efficacy"
+    assert set(payload["method_settings"]) == {"kd", "vrm"}
+    students = payload["results"]["students"]
+    assert set(students) == {"ce", "kd", "vrm"}
+    for entry in students.values():
+        assert [run["seed"] for run in entry["runs"]] == [0]
+        assert 0 <= entry["runs"][0]["accuracy"] <= 1
+    assert set(payload["paired_deltas_points"]) == {"kd", "vrm"}
+
+
+def test_vrm_prune_ablation_smoke(tmp_path):
+    payload = run_quickstart_script("vrm_prune_ablation.py", tmp_path, "--percentiles", "50", "100")
+    assert payload["benchmark"] == "vrm_prune_ablation"
+    assert payload["percentiles"] == [50, 100]
+    assert payload["method_settings"]["vrm p50"]["vrm_prune_percentile"] == 50
+    assert sorted(payload["ranking_by_mean_delta"]) == ["vrm p100", "vrm p50"]
+    assert "Ranking by mean paired Δ" in (tmp_path / "vrm_prune_ablation.md").read_text()
