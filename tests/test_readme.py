@@ -93,3 +93,18 @@ def test_subclassing_example_registers_a_working_method(tmp_path):
 )
 def test_readme_has_no_unfilled_section(placeholder):
     assert placeholder not in README.read_text()
+
+
+def test_benchmark_section_is_generated_from_the_result_files():
+    """Every number in the README's "Benchmarks" section comes from benchmarks/results (readme_section.py)."""
+    import importlib.util
+
+    path = README.parent / "benchmarks" / "readme_section.py"
+    spec = importlib.util.spec_from_file_location("readme_section", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = README.read_text()
+    assert module.START in readme and module.END in readme
+    assert module.render(readme, module.build_section()) == readme, (
+        "README.md's benchmark section is out of date: run python benchmarks/readme_section.py"
+    )
