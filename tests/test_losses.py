@@ -289,6 +289,48 @@ def test_rkd_hand_computed_equilateral_vs_collinear():
     assert set(RKDLoss(distance_weight=1.0, angle_weight=0.0).compute_terms(s, t)) == {"rkd_distance"}
 
 
+@pytest.mark.parametrize("max_chunk_elements", [1, 50, 100, 1000])
+def test_rkd_angle_chunked_equals_unchunked_value_and_gradient(max_chunk_elements):
+    # B=7, widths 4 and 5: one anchor holds 7 * max(7, 4, 5) = 49 elements -> chunks of 1, 1, 2 and 7 anchors (the last
+    # is the unchunked path); 7 = 2+2+2+1 with 100
+    s0, t = _randn(7, 4, seed=30), 3 * _randn(7, 5, seed=31)
+    results = []
+    for chunk in (1 << 24, max_chunk_elements):
+        s = s0.clone().requires_grad_(True)
+        loss = rkd_angle_loss(s, t, max_chunk_elements=chunk)
+        loss.backward()
+        results.append((loss.detach(), s.grad))
+    (l_full, g_full), (l_chunk, g_chunk) = results
+    assert torch.allclose(l_chunk, l_full, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(g_chunk, g_full, rtol=1e-5, atol=1e-8)
+    _close(l_chunk, ref_rkd_angle(s0, t))
+    with torch.no_grad():  # the path without checkpointing
+        _close(rkd_angle_loss(s0, t, max_chunk_elements=max_chunk_elements), l_full)
+    module = RKDLoss(distance_weight=0.0, angle_weight=1.0, max_chunk_elements=max_chunk_elements)
+    _close(module(s0, t), l_full)
+    _close(rkd_loss(s0, t, 0.0, 1.0, max_chunk_elements=max_chunk_elements), l_full)
+
+
+def test_rkd_angle_chunks_save_only_their_inputs_for_backward():
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    s, t = _randn(16, 32, seed=32).requires_grad_(True), _randn(16, 8, seed=33)
+    for chunk in (1 << 24, 16 * 32):
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            loss = rkd_angle_loss(s, t, max_chunk_elements=chunk)
+        largest = max(saved)
+        if chunk == 1 << 24:
+            assert largest >= 16 * 16 * 32  # the (B, B, D) differences
+        else:
+            assert largest < 16 * 16 * 32  # one anchor at a time: nothing of B·B·D size is kept
+        loss.backward()
+
+
 def test_rkd_teacher_gets_no_grad_and_student_does():
     s = _randn(5, 4, seed=14).requires_grad_(True)
     t = _randn(5, 6, seed=15).requires_grad_(True)

@@ -125,10 +125,17 @@ def _normalised_distances(x: Tensor) -> Tensor:
     return d / mu.clamp(min=_PDIST_EPS)
 
 
-def _angle_potentials(x: Tensor) -> Tensor:
-    """``cos`` of the angle at vertex ``a`` between ``b`` and ``c`` for every triplet, flattened (B³)."""
-    diff = F.normalize(x[None, :, :] - x[:, None, :], p=2, dim=2)  # diff[a, b] = x_b - x_a
-    return torch.bmm(diff, diff.transpose(1, 2)).flatten()
+def _angle_potentials(x: Tensor, anchors: slice = slice(None)) -> Tensor:
+    """``cos`` of the angle at vertex ``a`` between ``b`` and ``c``, ``(A, B, B)`` for the anchors ``a`` selected."""
+    diff = F.normalize(x[None, :, :] - x[anchors, None, :], p=2, dim=2)  # diff[a, b] = x_b - x_a
+    return torch.bmm(diff, diff.transpose(1, 2))
+
+
+def _angle_huber_sum(student: Tensor, teacher: Tensor, start: int, stop: int) -> Tensor:
+    """Sum of Huber(δ=1) between student and teacher angle cosines at the anchors ``start:stop``."""
+    with torch.no_grad():
+        t_a = _angle_potentials(teacher, slice(start, stop))
+    return F.smooth_l1_loss(_angle_potentials(student, slice(start, stop)), t_a, reduction="sum", beta=1.0)
 
 
 def rkd_distance_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
@@ -140,13 +147,32 @@ def rkd_distance_loss(student_features: Tensor, teacher_features: Tensor) -> Ten
     return F.smooth_l1_loss(_normalised_distances(s), t_d, beta=1.0)
 
 
-def rkd_angle_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
-    """RKD angle-wise loss (unweighted): Huber(δ=1) between triplet angle cosines, mean over B×B×B."""
+def rkd_angle_loss(
+    student_features: Tensor, teacher_features: Tensor, max_chunk_elements: int = 1 << 24
+) -> Tensor:
+    """RKD angle-wise loss (unweighted): Huber(δ=1) between triplet angle cosines, mean over B×B×B.
+
+    The ``(B, B, D)`` normalised differences and the ``(B, B, B)`` cosines are built for a chunk of anchor vertices at
+    a time, each chunk recomputed in backward (activation checkpointing), so at most about ``max_chunk_elements``
+    entries per tensor are alive; every entry is computed exactly as without chunks. With the default (2**24) a batch
+    of 64 is one chunk for any width up to 4096.
+    """
     _check_batch("student_features", student_features, "teacher_features", teacher_features, same_width=False)
     s = _f32(student_features).flatten(1)
-    with torch.no_grad():
-        t_a = _angle_potentials(_f32(teacher_features).flatten(1))
-    return F.smooth_l1_loss(_angle_potentials(s), t_a, beta=1.0)
+    t = _f32(teacher_features).flatten(1).detach()
+    b = s.shape[0]
+    chunk = max(1, max_chunk_elements // (b * max(b, s.shape[1], t.shape[1])))
+    if chunk >= b:
+        return _angle_huber_sum(s, t, 0, b) / float(b**3)
+    needs_grad = torch.is_grad_enabled() and s.requires_grad
+    total = s.new_zeros(())
+    for start in range(0, b, chunk):
+        stop = min(b, start + chunk)
+        if needs_grad:
+            total = total + checkpoint(_angle_huber_sum, s, t, start, stop, use_reentrant=False)
+        else:
+            total = total + _angle_huber_sum(s, t, start, stop)
+    return total / float(b**3)
 
 
 def rkd_loss(
@@ -154,6 +180,7 @@ def rkd_loss(
     teacher_features: Tensor,
     distance_weight: float = 25.0,
     angle_weight: float = 50.0,
+    max_chunk_elements: int = 1 << 24,
 ) -> Tensor:
     """Relational Knowledge Distillation (distance + angle), as RepDistiller / mdistiller ``RKDLoss`` compute it.
 
@@ -166,6 +193,8 @@ def rkd_loss(
         teacher_features: ``(B, D_t)`` teacher embeddings (treated as constants).
         distance_weight: weight of the distance term (25 on the CIFAR-100 benchmark).
         angle_weight: weight of the angle term (50 on the CIFAR-100 benchmark).
+        max_chunk_elements: largest angle tensor materialised at once (memory bound for large B or D; see
+            :func:`rkd_angle_loss`).
 
     Returns:
         Scalar float32 loss ``distance_weight · L_D + angle_weight · L_A``.
@@ -174,7 +203,7 @@ def rkd_loss(
     if distance_weight:
         loss = loss + distance_weight * rkd_distance_loss(student_features, teacher_features)
     if angle_weight:
-        loss = loss + angle_weight * rkd_angle_loss(student_features, teacher_features)
+        loss = loss + angle_weight * rkd_angle_loss(student_features, teacher_features, max_chunk_elements)
     return loss
 
 

@@ -13,15 +13,19 @@ class RKDLoss(nn.Module):
     Args:
         distance_weight: ``λ_D`` (25 on the CIFAR-100 benchmark).
         angle_weight: ``λ_A`` (50 on the CIFAR-100 benchmark).
+        max_chunk_elements: largest angle tensor materialised at once (see :func:`rkd_angle_loss`).
     """
 
-    def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0):
+    def __init__(
+        self, distance_weight: float = 25.0, angle_weight: float = 50.0, max_chunk_elements: int = 1 << 24
+    ):
         super().__init__()
         if distance_weight < 0 or angle_weight < 0:
             raise ValueError(
                 f"RKD weights must be >= 0, got distance={distance_weight}, angle={angle_weight}."
             )
         self.distance_weight, self.angle_weight = distance_weight, angle_weight
+        self.max_chunk_elements = max_chunk_elements
 
     def compute_terms(self, student_features: Tensor, teacher_features: Tensor) -> dict[str, Tensor]:
         """Weighted terms ``{"rkd_distance": λ_D·L_D, "rkd_angle": λ_A·L_A}`` (a zero weight skips its term)."""
@@ -31,7 +35,9 @@ class RKDLoss(nn.Module):
                 student_features, teacher_features
             )
         if self.angle_weight:
-            terms["rkd_angle"] = self.angle_weight * rkd_angle_loss(student_features, teacher_features)
+            terms["rkd_angle"] = self.angle_weight * rkd_angle_loss(
+                student_features, teacher_features, self.max_chunk_elements
+            )
         return terms
 
     def forward(self, student_features: Tensor, teacher_features: Tensor) -> Tensor:
