@@ -395,6 +395,62 @@ def test_rrd_module_loss_uses_queue_before_enqueue():
     assert torch.equal(module.queue.keys[4:], keys_before[4:])
 
 
+@pytest.mark.parametrize("enqueue_before_loss", [False, True])
+def test_rrd_deferred_enqueue_trains_exactly_like_immediate_enqueue(enqueue_before_loss):
+    immediate = _rrd_module(queue_size=10, enqueue_before_loss=enqueue_before_loss)
+    deferred = _rrd_module(queue_size=10, enqueue_before_loss=enqueue_before_loss, defer_enqueue=True)
+    for step in range(4):  # 4 batches of 3 wrap around the queue of 10
+        fs, ft = _features(3, 300 + step)
+        losses = []
+        for module in (immediate, deferred):
+            module.zero_grad()
+            loss = module(fs, ft)
+            loss.backward()
+            losses.append((loss.detach(), module.student_head.weight.grad.clone()))
+        deferred.commit_enqueue()
+        torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0)
+        for name, value in immediate.state_dict().items():
+            torch.testing.assert_close(deferred.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_rrd_deferred_keys_are_committed_by_the_next_forward_or_a_state_dict():
+    immediate, deferred = _rrd_module(), _rrd_module(defer_enqueue=True)
+    fs, ft = _features(4, 310)
+    immediate(fs, ft)
+    deferred(fs, ft).backward()
+    assert int(deferred.queue.num_enqueued) == 0  # held back: the backward above still needed the queue
+    # a checkpoint taken now contains the batch's keys
+    assert torch.equal(deferred.state_dict()["queue.keys"], immediate.queue.keys)
+    assert int(deferred.queue.num_enqueued) == 4
+    # without a commit, the next forward writes the pending keys first, exactly where immediate enqueueing did
+    fs2, ft2 = _features(4, 311)
+    deferred.zero_grad()
+    deferred(fs2, ft2).backward()
+    deferred2, immediate2 = _rrd_module(defer_enqueue=True), _rrd_module()
+    deferred2(fs, ft).backward()
+    out = deferred2(fs2, ft2)  # commits batch 1 at its start
+    immediate2(fs, ft)
+    _close(out.detach(), immediate2(fs2, ft2).detach())
+    assert torch.equal(deferred2.queue.keys, immediate.queue.keys)
+
+
+def test_rrd_deferred_enqueue_reads_the_queue_without_copying_it():
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.untyped_storage().data_ptr())
+        return tensor
+
+    for defer in (False, True):
+        module = _rrd_module(defer_enqueue=defer)
+        saved.clear()
+        fs, ft = _features(4, 320)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            loss = module(fs, ft)
+        assert (module.queue.keys.untyped_storage().data_ptr() in saved) == defer
+        loss.backward()
+
+
 def test_fifo_wraps_around_when_size_is_not_a_multiple_of_batch():
     module = _rrd_module(queue_size=10)
     initial = module.queue.keys.clone()

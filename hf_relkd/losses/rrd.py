@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,6 +34,11 @@ class RRDLoss(nn.Module):
         teacher_temperature: ``τ_t``.
         enqueue_before_loss: enqueue the batch's teacher keys before computing the loss (2025 variant).
         gather_fn: concatenates keys across processes before they are enqueued (data parallelism).
+        defer_enqueue: the loss reads the queue itself rather than a copy, which saves a ``(K, embed_dim)`` tensor
+            and a copy per step (the copy protects the tensor autograd saves for backward from the in-place write
+            of the new keys). With ``enqueue_before_loss=False`` the batch's keys are then held back until
+            :meth:`commit_enqueue` (or the next forward, or ``state_dict``). Requires a backward before the next
+            forward of this module; the trainer commits right after each backward.
     """
 
     def __init__(
@@ -45,6 +51,7 @@ class RRDLoss(nn.Module):
         teacher_temperature: float = 0.1,
         enqueue_before_loss: bool = False,
         gather_fn: GatherFn | None = None,
+        defer_enqueue: bool = False,
     ):
         super().__init__()
         if student_temperature <= 0 or teacher_temperature <= 0:
@@ -59,6 +66,10 @@ class RRDLoss(nn.Module):
         self.student_temperature = student_temperature
         self.teacher_temperature = teacher_temperature
         self.enqueue_before_loss = enqueue_before_loss
+        self.defer_enqueue = defer_enqueue
+        self._pending: Tensor | None = None
+        # pending keys belong to the queue: a checkpoint taken before they are committed must contain them
+        self.register_state_dict_pre_hook(_commit_before_state_dict)
 
     def embed_student(self, student_features: Tensor) -> Tensor:
         """Project and L2-normalise student features (float32)."""
@@ -73,17 +84,38 @@ class RRDLoss(nn.Module):
 
         The queue is only updated in training mode, so evaluating never changes it.
         """
+        self.commit_enqueue()
         s = self.embed_student(student_features)
         t = self.embed_teacher(teacher_features)
         if self.training and self.enqueue_before_loss:
+            # written before this step's loss reads the queue; the next write happens at the next forward
             self.queue.enqueue(t)
-        loss = rrd_loss(s, t, self.queue.keys.clone(), self.student_temperature, self.teacher_temperature)
+        memory = self.queue.keys if self.defer_enqueue else self.queue.keys.clone()
+        loss = rrd_loss(s, t, memory, self.student_temperature, self.teacher_temperature)
         if self.training and not self.enqueue_before_loss:
-            self.queue.enqueue(t)
+            self._enqueue(t)
         return loss
+
+    def _enqueue(self, keys: Tensor) -> None:
+        if self.defer_enqueue:
+            self._pending = (
+                keys.detach() if self._pending is None else torch.cat([self._pending, keys.detach()])
+            )
+        else:
+            self.queue.enqueue(keys)
+
+    def commit_enqueue(self) -> None:
+        """Write the keys held back by ``defer_enqueue`` into the queue (no-op when none are pending)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.queue.enqueue(pending)
 
     def extra_repr(self) -> str:
         return (
             f"student_temperature={self.student_temperature}, teacher_temperature={self.teacher_temperature}, "
             f"enqueue_before_loss={self.enqueue_before_loss}"
         )
+
+
+def _commit_before_state_dict(module: RRDLoss, prefix: str, keep_vars: bool) -> None:
+    module.commit_enqueue()

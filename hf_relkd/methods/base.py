@@ -79,6 +79,10 @@ class DistillationMethod(nn.Module):
         """Weighted loss terms by name (each becomes ``loss/<name>`` in the logs and enters the total)."""
         raise NotImplementedError
 
+    def after_backward(self) -> None:
+        """Called by the trainer after the backward pass of every (micro-)batch, e.g. to update a memory whose
+        current contents the backward pass still needed (RRD's queue)."""
+
     def metrics(self) -> dict[str, float | Tensor]:
         """Extra diagnostics to log after a step (e.g. queue fill); keys are logged as given.
 

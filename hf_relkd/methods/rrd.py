@@ -31,11 +31,15 @@ class RRDMethod(DistillationMethod):
             teacher_temperature=config.rrd_teacher_temperature,
             enqueue_before_loss=config.rrd_enqueue_before_loss,
             gather_fn=gather_fn,
+            defer_enqueue=True,  # committed by after_backward: the loss reads the queue without copying it
         )
         return cls(config.rrd_weight, loss)
 
     def forward(self, outputs: StepOutputs) -> dict[str, Tensor]:
         return {"rrd": self.weight * self.loss(outputs.student_features, outputs.teacher_features)}
+
+    def after_backward(self) -> None:
+        self.loss.commit_enqueue()
 
     def metrics(self) -> dict[str, Tensor]:
         return {"rrd/queue_fill": self.loss.queue.fill_fraction()}

@@ -494,8 +494,9 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
     def training_step(
         self, model: nn.Module, inputs: dict[str, Tensor | Any], num_items_in_batch=None
     ) -> Tensor:
-        """``Trainer.training_step``, then the distillation parameters' gradients are averaged across processes (they
-        live outside the DDP-wrapped student)."""
+        """``Trainer.training_step``, then every method's ``after_backward`` (RRD writes the batch's keys into its queue)
+        and the distillation parameters' gradients are averaged across processes (they live outside the DDP-wrapped
+        student)."""
         params = self.distillation_parameters()
         if params and self._distillation_grads_step != self.state.global_step:
             # the Trainer zeroes only the student's gradients after an update; ours would otherwise accumulate forever
@@ -503,6 +504,8 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
                 p.grad = None
             self._distillation_grads_step = self.state.global_step
         loss = super().training_step(model, inputs, num_items_in_batch)
+        for method in self.distillation_methods.values():
+            method.after_backward()
         if self.accelerator.sync_gradients:
             # like DDP for the student: gradients accumulate locally and are averaged once, before clipping
             average_gradients(params)
