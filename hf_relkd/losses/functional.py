@@ -246,13 +246,48 @@ def rrd_loss(
             f"`memory` must be (K, {student_embeddings.shape[1]}), got shape {tuple(memory.shape)}."
         )
     mem = _f32(memory).detach()
-    # Memory: the (B, K) similarity matrices dominate. The teacher's target is built first and each matrix is divided
-    # by its temperature in place (the matmul's output is not needed by its backward), so at most three (B, K) tensors
-    # are alive at once instead of four; the values are the same.
-    with torch.no_grad():
-        p_t = F.softmax((_f32(teacher_embeddings) @ mem.t()).div_(teacher_temperature), dim=1)
-    log_p_s = F.log_softmax((_f32(student_embeddings) @ mem.t()).div_(student_temperature), dim=1)
-    return -(p_t * log_p_s).sum(dim=1).mean()
+    with torch.no_grad():  # softmax in the buffer of the similarities: one (B, K) tensor
+        p_t = (_f32(teacher_embeddings) @ mem.t()).div_(teacher_temperature)
+        p_t = p_t.sub_(p_t.amax(dim=1, keepdim=True)).exp_()
+        p_t = p_t.div_(p_t.sum(dim=1, keepdim=True))
+    return _RRDCrossEntropy.apply(_f32(student_embeddings), p_t, mem, float(student_temperature))
+
+
+class _RRDCrossEntropy(torch.autograd.Function):
+    """``mean_i -Σ_k p_ik · log_softmax(s_i · Mᵀ / τ)_k`` that holds one ``(B, K)`` tensor besides the target.
+
+    With ``z = s · Mᵀ / τ`` shifted by its row maximum ``m_i`` (``z' = z - m``, as ``log_softmax`` does) and
+    ``l_i = log Σ_k exp(z'_ik)``, the loss of row ``i`` is ``l_i · Σ_k p_ik - <p_i, z'_i>`` (the same quantity, as
+    ``log_softmax(z)_k = z'_k - l``; the shift keeps both terms small, so nothing cancels) and its gradient with
+    respect to ``z_i`` is ``Σ_k p_ik · softmax(z_i) - p_i``. Only ``s``, the target, ``M``, ``m`` and ``l`` are
+    saved; ``z`` is recomputed in the backward pass (one ``(B, E) × (E, K)`` product) and turned into its gradient in
+    place. Autograd's version of the formula keeps ``z``, ``log_softmax(z)`` and the gradients flowing through them,
+    up to four ``(B, K)`` tensors at once, which made RRD the step's memory peak when the networks are small or run
+    in bf16. ``M`` must not be modified before the backward pass (autograd checks it).
+    """
+
+    @staticmethod
+    def forward(ctx, student: Tensor, target: Tensor, memory: Tensor, temperature: float) -> Tensor:
+        z = (student @ memory.t()).div_(temperature)
+        peak = z.amax(dim=1)
+        z.sub_(peak[:, None])
+        dot = torch.bmm(target.unsqueeze(1), z.unsqueeze(2)).view(
+            -1
+        )  # row-wise <p_i, z'_i>, no (B, K) product
+        log_norm = z.exp_().sum(dim=1).log_()
+        mass = target.sum(dim=1)
+        ctx.save_for_backward(student, target, memory, peak, log_norm, mass)
+        ctx.temperature = temperature
+        return (log_norm * mass - dot).mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        student, target, memory, peak, log_norm, mass = ctx.saved_tensors
+        z = (student @ memory.t()).div_(ctx.temperature)
+        grad_z = z.sub_(peak[:, None]).sub_(log_norm[:, None]).exp_().mul_(mass[:, None]).sub_(target)
+        grad_z.mul_(grad_output / (z.shape[0] * ctx.temperature))
+        return grad_z @ memory, None, None, None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
