@@ -13,6 +13,8 @@ The formulas, defaults and their provenance are documented in each docstring; se
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -125,6 +127,27 @@ def _normalised_distances(x: Tensor) -> Tensor:
     return d / mu.clamp(min=_PDIST_EPS)
 
 
+def _chunked_sum(chunk_sum: Callable[..., Tensor], inputs: tuple, rows: int, chunk: int) -> Tensor:
+    """``chunk_sum(*inputs, 0, rows)`` computed as the sum of ``chunk_sum(*inputs, start, stop)`` over chunks of
+    ``chunk`` rows.
+
+    Under autograd each chunk is checkpointed (recomputed in backward, with ``inputs`` saved and version-checked),
+    so only one chunk's intermediates are alive at a time: the memory bound of RKD's angle term and of VRM's edges.
+    """
+    if chunk >= rows:
+        return chunk_sum(*inputs, 0, rows)
+    checkpointed = torch.is_grad_enabled() and any(isinstance(x, Tensor) and x.requires_grad for x in inputs)
+    total = None
+    for start in range(0, rows, chunk):
+        stop = min(rows, start + chunk)
+        if checkpointed:
+            part = checkpoint(chunk_sum, *inputs, start, stop, use_reentrant=False)
+        else:
+            part = chunk_sum(*inputs, start, stop)
+        total = part if total is None else total + part
+    return total
+
+
 def _angle_potentials(x: Tensor, anchors: slice = slice(None)) -> Tensor:
     """``cos`` of the angle at vertex ``a`` between ``b`` and ``c``, ``(A, B, B)`` for the anchors ``a`` selected."""
     diff = F.normalize(x[None, :, :] - x[anchors, None, :], p=2, dim=2)  # diff[a, b] = x_b - x_a
@@ -162,17 +185,7 @@ def rkd_angle_loss(
     t = _f32(teacher_features).flatten(1).detach()
     b = s.shape[0]
     chunk = max(1, max_chunk_elements // (b * max(b, s.shape[1], t.shape[1])))
-    if chunk >= b:
-        return _angle_huber_sum(s, t, 0, b) / float(b**3)
-    needs_grad = torch.is_grad_enabled() and s.requires_grad
-    total = s.new_zeros(())
-    for start in range(0, b, chunk):
-        stop = min(b, start + chunk)
-        if needs_grad:
-            total = total + checkpoint(_angle_huber_sum, s, t, start, stop, use_reentrant=False)
-        else:
-            total = total + _angle_huber_sum(s, t, start, stop)
-    return total / float(b**3)
+    return _chunked_sum(_angle_huber_sum, (s, t), b, chunk) / float(b**3)
 
 
 def rkd_loss(
@@ -271,9 +284,8 @@ class _RRDCrossEntropy(torch.autograd.Function):
         z = (student @ memory.t()).div_(temperature)
         peak = z.amax(dim=1)
         z.sub_(peak[:, None])
-        dot = torch.bmm(target.unsqueeze(1), z.unsqueeze(2)).view(
-            -1
-        )  # row-wise <p_i, z'_i>, no (B, K) product
+        # row-wise <p_i, z'_i> without a (B, K) product
+        dot = torch.bmm(target.unsqueeze(1), z.unsqueeze(2)).view(-1)
         log_norm = z.exp_().sum(dim=1).log_()
         mass = target.sum(dim=1)
         ctx.save_for_backward(student, target, memory, peak, log_norm, mass)
@@ -352,22 +364,16 @@ def _chunked_edge_huber_sum(
 ) -> Tensor:
     """:func:`_edge_huber_sum` computed over row chunks, each recomputed in backward (activation checkpointing), so the
     peak memory is ``O(max_elements)`` instead of ``O(rows · cols · dim)``. The value is the same sum."""
-    rows, cols, dim = a.shape[0], b.shape[0], a.shape[1]
-    chunk = max(1, max_elements // max(1, cols * dim))
-    if chunk >= rows:
-        return _edge_huber_sum(a, b, a_t, b_t, weight)
-    needs_grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
-    total = a.new_zeros(())
-    for start in range(0, rows, chunk):
-        stop = min(rows, start + chunk)
-        w = None if weight is None else weight[start:stop]
-        if needs_grad:
-            total = total + checkpoint(
-                _edge_huber_sum, a[start:stop], b, a_t[start:stop], b_t, w, use_reentrant=False
-            )
-        else:
-            total = total + _edge_huber_sum(a[start:stop], b, a_t[start:stop], b_t, w)
-    return total
+    chunk = max(1, max_elements // max(1, b.shape[0] * a.shape[1]))
+    return _chunked_sum(_edge_huber_rows, (a, b, a_t, b_t, weight), a.shape[0], chunk)
+
+
+def _edge_huber_rows(
+    a: Tensor, b: Tensor, a_t: Tensor, b_t: Tensor, weight: Tensor | None, start: int, stop: int
+) -> Tensor:
+    """:func:`_edge_huber_sum` over the rows ``start:stop`` of ``a`` (and of ``a_t`` and ``weight``)."""
+    w = None if weight is None else weight[start:stop]
+    return _edge_huber_sum(a[start:stop], b, a_t[start:stop], b_t, w)
 
 
 def vrm_inter_sample_loss(
