@@ -251,12 +251,13 @@ def build_models(args) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def compile_teacher(module: torch.nn.Module) -> torch.nn.Module:
-    """``torch.compile`` the teacher (after the trainer registered its feature hook).
+    """``torch.compile`` a teacher outside the trainer (the plain loop and the breakdown; the trainers compile theirs
+    through ``config.teacher_compile``).
 
-    Dynamo does not guard on module hooks by default (``skip_nnmodule_hook_guards``), so a graph compiled for one
-    teacher without the feature hook (KD) would be reused for another instance of the same class with it (RKD/RRD)
-    and the hook would not run (the trainer then fails: no embedding captured); guarding on hooks gives each its
-    own graph. The setting is per thread, so every participant thread sets it too.
+    These teachers have no feature hook, and Dynamo does not guard on module hooks by default
+    (``skip_nnmodule_hook_guards``): their graph would then be reused for a trainer's teacher of the same class that
+    has the hook (RKD/RRD), and the hook would not run. Guarding on hooks gives each its own graph. The setting is
+    per thread, so every participant thread sets it too.
     """
     _guard_hooks()
     return torch.compile(module, dynamic=False)
