@@ -85,10 +85,6 @@ def _failed(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return [t for t in payload["targets"] if t["passed"] is False]
 
 
-def _parts(payload: dict[str, Any]) -> dict[str, float]:
-    return {name: v["median_ms"] for name, v in payload.get("breakdown", {}).get("parts", {}).items()}
-
-
 def _breakdown_sentence(label: str, payload: dict[str, Any]) -> str:
     ratios = payload.get("breakdown", {}).get("ratios")
     if not ratios:
