@@ -18,6 +18,8 @@ import re
 import sys
 from typing import Any
 
+import common  # benchmarks/common.py
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 README = os.path.join(os.path.dirname(HERE), "README.md")
@@ -53,10 +55,6 @@ def _markdown_table(stem: str, heading: str | None = None) -> str:
     return "\n".join(lines[start:end])
 
 
-def _f(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
-
-
 def _provenance(payload: dict[str, Any]) -> str:
     return f"Command: `{payload['command']}`; date: {payload['date']}"
 
@@ -71,14 +69,12 @@ def _step_cost_side_by_side(runs: list[tuple[str, str, dict[str, Any]]]) -> str:
         for _, _, payload in runs:
             e = payload["methods"].get(name, {})
             row += [
-                _f(e.get("step_ms"), 1),
-                _f(e.get("paired_step_time_ratio_to_kd"), 3),
-                _f(e.get("memory_ratio_to_kd"), 3),
+                common.fmt(e.get("step_ms"), 1),
+                common.fmt(e.get("paired_step_time_ratio_to_kd"), 3),
+                common.fmt(e.get("memory_ratio_to_kd"), 3),
             ]
         rows.append(row)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return common.markdown_table(headers, rows)
 
 
 def _failed(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -101,10 +97,10 @@ def _vrm_memory_paragraph(payload: dict[str, Any]) -> str:
     fixed = _fixed_mb(payload)
     extra = vrm - kd
     return (
-        f"Why VRM's memory ratio is where it is: {_f(vrm, 1)} MB against KD's {_f(kd, 1)} MB ({vrm / kd:.3f}×). "
-        f"The weights, gradients and momentum of the student and the teacher's weights take {_f(fixed, 1)} MB "
+        f"Why VRM's memory ratio is where it is: {common.fmt(vrm, 1)} MB against KD's {common.fmt(kd, 1)} MB ({vrm / kd:.3f}×). "
+        f"The weights, gradients and momentum of the student and the teacher's weights take {common.fmt(fixed, 1)} MB "
         f"({fixed / kd:.1%} of KD's peak); everything else in KD's peak is the student's saved activations of one "
-        f"view. VRM adds {_f(extra, 1)} MB, {extra / (kd - fixed):.2f}× those activations: the second view's, which "
+        f"view. VRM adds {common.fmt(extra, 1)} MB, {extra / (kd - fixed):.2f}× those activations: the second view's, which "
         "the student's backward pass needs, and where the peak sits (the VRM loss's own buffers are freed before "
         "it). With that composition the ratio is 2 − fixed/KD, above 1.8 whenever the fixed part is under a fifth "
         "of KD's peak, as it is for a 1.2 M-parameter student; the paper's GPU measured 323 MB for KD."
@@ -190,7 +186,7 @@ def _allocator_paragraph(runs: list[tuple[str, str, dict[str, Any]]]) -> list[st
         if s
     ]
     return [
-        f"Why VRM's time ratio depends on the allocator ({_f(vrm_d, 2)}× KD with glibc's defaults, {_f(vrm_r, 2)}× "
+        f"Why VRM's time ratio depends on the allocator ({common.fmt(vrm_d, 2)}× KD with glibc's defaults, {common.fmt(vrm_r, 2)}× "
         "with freed memory retained): VRM runs both networks on 2B images, and at B = 128 a 32×32 activation map "
         "of resnet32x4's first stage (64 channels) is 32 MiB, above glibc's largest mmap threshold. glibc then maps "
         "fresh zero-filled pages for every such tensor and unmaps them on free, so each layer page-faults anew. "
@@ -213,12 +209,12 @@ def _low_precision_paragraph(runs: list[tuple[str, str, dict[str, Any]]]) -> lis
     kd16, kd32 = bf16["methods"]["kd"]["memory_mb"], fp32["methods"]["kd"]["memory_mb"]
 
     def added(payload: dict[str, Any], name: str) -> str:
-        return _f(payload["methods"][name]["memory_mb"] - payload["methods"]["kd"]["memory_mb"], 1)
+        return common.fmt(payload["methods"][name]["memory_mb"] - payload["methods"]["kd"]["memory_mb"], 1)
 
     return [
-        f"In {label}, KD's step takes {_f(bf16['methods']['kd']['step_ms'], 0)} ms instead of "
-        f"{_f(fp32['methods']['kd']['step_ms'], 0)} ms (this CPU has AVX512-BF16) and its peak shrinks from "
-        f"{_f(kd32, 1)} to {_f(kd16, 1)} MB, because the networks' activations are stored in bf16. The relational "
+        f"In {label}, KD's step takes {common.fmt(bf16['methods']['kd']['step_ms'], 0)} ms instead of "
+        f"{common.fmt(fp32['methods']['kd']['step_ms'], 0)} ms (this CPU has AVX512-BF16) and its peak shrinks from "
+        f"{common.fmt(kd32, 1)} to {common.fmt(kd16, 1)} MB, because the networks' activations are stored in bf16. The relational "
         "losses run in float32 by design, so what they add weighs more against that smaller peak: RKD adds "
         f"{added(bf16, 'rkd')} MB (fp32 run: {added(fp32, 'rkd')} MB; its (B, B, D) difference tensors, held while "
         f"the student's activations are alive), RRD {added(bf16, 'rrd')} MB (fp32 run: {added(fp32, 'rrd')} MB; the "
