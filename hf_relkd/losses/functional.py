@@ -36,6 +36,7 @@ __all__ = [
 
 _PDIST_EPS = 1e-12  # squared-distance clamp of the reference RKD implementations
 _NORMALIZE_EPS = 1e-8
+_NORMALIZE_EPS_SQ = 1e-24  # (F.normalize's default eps, 1e-12)²: RKD's angle term normalises with it
 
 
 def _f32(x: Tensor) -> Tensor:
@@ -104,17 +105,45 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
 # ---------------------------------------------------------------------------------------------------------------------
 # RKD (Park et al., CVPR 2019)
 # ---------------------------------------------------------------------------------------------------------------------
-def _pairwise_distances(x: Tensor) -> Tensor:
-    """Euclidean distance matrix with the reference implementations' numerics.
+def _relation_dtype(device: torch.device) -> torch.dtype:
+    """Dtype of the ``(B, B)`` distance matrices: float64 (a ``B²·D`` computation that costs nothing next to the
+    networks, and leaves the law of cosines nothing to cancel), float32 on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
-    Squared distances from the Gram matrix, clamped at 1e-12 before the square root, diagonal set to zero. The
-    features are centred first: distances are translation invariant and centring removes most of the cancellation
-    error of the Gram formulation for features far from the origin.
+
+class _SquaredDistances(torch.autograd.Function):
+    """``(B, B)`` squared Euclidean distances between the rows of ``x``, from the differences themselves.
+
+    The value comes from ``torch.cdist`` without the Gram-matrix shortcut, so duplicate rows are exactly 0 apart and
+    nearly equal rows keep their small distance (the Gram form ``|a|² + |b|² - 2ab`` cancels to round-off noise
+    there); no ``(B, B, D)`` tensor is built. Only ``x`` is saved: the gradient ``∂d²_ij/∂x_i = 2 (x_i - x_j)`` is
+    applied as ``2 (rowsum(G) x - G x)`` with ``G`` the symmetrised upstream gradient.
     """
-    x = x - x.mean(dim=0, keepdim=True)
-    sq = x.pow(2).sum(dim=1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.t())
-    d = d2.clamp(min=_PDIST_EPS).sqrt()
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist").square()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        g = grad_output + grad_output.t()
+        return 2.0 * (g.sum(dim=1, keepdim=True) * x - g @ x)
+
+
+def _squared_distances(x: Tensor) -> Tensor:
+    """Squared distance matrix of the rows of ``x``, in :func:`_relation_dtype` (centred first: distances are
+    translation invariant and the backward formula of :class:`_SquaredDistances` cancels less for features far from
+    the origin)."""
+    x = x.to(_relation_dtype(x.device))
+    return _SquaredDistances.apply(x - x.mean(dim=0, keepdim=True))
+
+
+def _pairwise_distances(x: Tensor) -> Tensor:
+    """Euclidean distance matrix with the reference implementations' clamp: squared distances clamped at 1e-12
+    before the square root (finite gradients for duplicate rows), diagonal set to zero."""
+    d = _squared_distances(x).clamp(min=_PDIST_EPS).sqrt().to(x.dtype)
     eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
     return d.masked_fill(eye, 0.0)
 
@@ -148,17 +177,79 @@ def _chunked_sum(chunk_sum: Callable[..., Tensor], inputs: tuple, rows: int, chu
     return total
 
 
-def _angle_potentials(x: Tensor, anchors: slice = slice(None)) -> Tensor:
-    """``cos`` of the angle at vertex ``a`` between ``b`` and ``c``, ``(A, B, B)`` for the anchors ``a`` selected."""
-    diff = F.normalize(x[None, :, :] - x[anchors, None, :], p=2, dim=2)  # diff[a, b] = x_b - x_a
-    return torch.bmm(diff, diff.transpose(1, 2))
+def _inverse_norms(d2: Tensor) -> Tensor:
+    """``1 / ‖x_i - x_j‖`` from squared distances; 0 where the difference is exactly zero (``F.normalize`` maps a
+    zero vector to zero), as a direction of a zero vector does not exist."""
+    return torch.where(d2 > 0, d2.clamp(min=_NORMALIZE_EPS_SQ).rsqrt(), torch.zeros_like(d2))
 
 
-def _angle_huber_sum(student: Tensor, teacher: Tensor, start: int, stop: int) -> Tensor:
-    """Sum of Huber(δ=1) between student and teacher angle cosines at the anchors ``start:stop``."""
-    with torch.no_grad():
-        t_a = _angle_potentials(teacher, slice(start, stop))
-    return F.smooth_l1_loss(_angle_potentials(student, slice(start, stop)), t_a, reduction="sum", beta=1.0)
+def _double_dots(d2: Tensor, start: int, stop: int) -> Tensor:
+    """``2 <x_i - x_a, x_k - x_a> = d²_ai + d²_ak - d²_ik`` (law of cosines), ``(A, B, B)`` for the anchors
+    ``a`` in ``start:stop``."""
+    return d2[start:stop, :, None] + d2[start:stop, None, :] - d2[None, :, :]
+
+
+def _angle_cosines(d2: Tensor, inv: Tensor, start: int, stop: int) -> Tensor:
+    """Cosines ``(A, B, B)`` of the angles at the anchors ``start:stop``, in the dtype of ``inv``: the law of cosines
+    in the dtype of ``d2`` (float64: no cancellation for nearly equal samples), then one scaled float32 tensor."""
+    cos = _double_dots(d2, start, stop).to(inv.dtype)
+    return cos.mul_(0.5 * inv[start:stop, :, None]).mul_(inv[start:stop, None, :])
+
+
+def _huber_sum_(x: Tensor) -> Tensor:
+    """``Σ Huber_δ=1(x)`` with one temporary; ``x`` is overwritten."""
+    a = x.abs_()
+    m = a.clamp(max=1.0)
+    return a.sub_(m).sum() + 0.5 * m.square_().sum()
+
+
+class _AngleHuberSum(torch.autograd.Function):
+    """``Σ_{a,i,k} Huber(cos_s[a,i,k] - cos_t[a,i,k])`` from the student and teacher squared-distance matrices.
+
+    The ``(B, B)`` inputs are float64 (see :func:`_relation_dtype`); the ``(B, B, B)`` cosines are ``dtype``. Forward and
+    backward run over chunks of ``chunk`` anchors, and backward recomputes the cosines, so no ``(B, B, B)`` tensor
+    outlives its chunk (at most four float32 ones of chunk size are alive) and only the two inputs are saved. With ``n = 2 <x_i - x_a, x_k - x_a>`` and ``q_aik = inv_ai · inv_ak / 2`` the cosine is ``n · q``;
+    the gradient with respect to ``d2_s`` is written out (everything is symmetric in ``i, k``):
+
+    * ``h = clamp(cos_s - cos_t, -1, 1)`` (Huber, δ=1) and ``A = h · q`` (the gradient with respect to ``n``);
+    * through ``n``: ``∂/∂d²_ai = 2 Σ_k A_aik`` and ``∂/∂d²_ik = -Σ_a A_aik``;
+    * through ``inv``: ``∂/∂inv_ai = Σ_k h_aik · n_aik · inv_ak``, and ``∂inv/∂d² = -inv³ / 2``.
+    """
+
+    @staticmethod
+    def forward(ctx, d2_s: Tensor, d2_t: Tensor, chunk: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        inv_s, inv_t = _inverse_norms(d2_s).to(dtype), _inverse_norms(d2_t).to(dtype)
+        total = inv_s.new_zeros(())
+        for start in range(0, d2_s.shape[0], chunk):
+            stop = start + chunk
+            diff = _angle_cosines(d2_s, inv_s, start, stop).sub_(_angle_cosines(d2_t, inv_t, start, stop))
+            total += _huber_sum_(diff)
+        ctx.save_for_backward(d2_s, d2_t)
+        ctx.chunk, ctx.dtype = chunk, dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        d2_s, d2_t = ctx.saved_tensors
+        inv_exact = _inverse_norms(d2_s)
+        inv_s, inv_t = inv_exact.to(ctx.dtype), _inverse_norms(d2_t).to(ctx.dtype)
+        grad_d2 = torch.zeros_like(d2_s)
+        grad_inv = torch.zeros_like(d2_s)
+        for start in range(0, d2_s.shape[0], ctx.chunk):
+            stop = start + ctx.chunk
+            h = _angle_cosines(d2_s, inv_s, start, stop).sub_(_angle_cosines(d2_t, inv_t, start, stop))
+            h.clamp_(-1.0, 1.0).mul_(grad_output)
+            a = (0.5 * inv_s[start:stop, :, None]) * inv_s[start:stop, None, :]
+            a.mul_(h)
+            grad_d2[start:stop] += 2.0 * a.sum(dim=2)
+            grad_d2 -= a.sum(dim=0)
+            del a
+            h.mul_(_double_dots(d2_s, start, stop).to(h.dtype))
+            grad_inv[start:stop] += torch.bmm(h, inv_s[start:stop, :, None]).squeeze(2)
+        # d inv / d d² = -inv³ / 2 where inv = d2^(-1/2); zero where inv is constant (d² = 0 or clamped)
+        live = d2_s > _NORMALIZE_EPS_SQ
+        grad_d2 -= torch.where(live, 0.5 * grad_inv * inv_exact.pow(3), torch.zeros_like(grad_inv))
+        return grad_d2, None, None, None
 
 
 def rkd_distance_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
@@ -175,17 +266,24 @@ def rkd_angle_loss(
 ) -> Tensor:
     """RKD angle-wise loss (unweighted): Huber(δ=1) between triplet angle cosines, mean over B×B×B.
 
-    The ``(B, B, D)`` normalised differences and the ``(B, B, B)`` cosines are built for a chunk of anchor vertices at
-    a time, each chunk recomputed in backward (activation checkpointing), so at most about ``max_chunk_elements``
-    entries per tensor are alive; every entry is computed exactly as without chunks. With the default (2**24) a batch
-    of 64 is one chunk for any width up to 4096.
+    The cosine at vertex ``a`` between ``i`` and ``k`` is the one of the reference implementations
+    (``normalize(x_i - x_a) · normalize(x_k - x_a)``, zero when a difference is zero), computed by the law of cosines
+    from the exact ``(B, B)`` squared distances: ``O(B²·D + B³)`` work instead of ``O(B³·D)``, and no ``(B, B, D)``
+    tensor. The distances and the law of cosines are float64 (float32 on MPS), so nearly equal samples lose nothing to
+    cancellation; the cosines are float32. The ``(B, B, B)`` tensors exist for a chunk of anchors at a time (each at
+    most ``4 · max_chunk_elements`` bytes, the float64 one included; the default 2**24 keeps a batch of up to 203 in
+    one chunk), are recomputed in backward, and only the two ``(B, B)`` distance matrices are saved for it. A zero
+    difference gives a zero cosine and no gradient, as its direction does not exist (the reference implementations
+    divide it by 1e-12 instead).
     """
     _check_batch("student_features", student_features, "teacher_features", teacher_features, same_width=False)
-    s = _f32(student_features).flatten(1)
-    t = _f32(teacher_features).flatten(1).detach()
-    b = s.shape[0]
-    chunk = max(1, max_chunk_elements // (b * max(b, s.shape[1], t.shape[1])))
-    return _chunked_sum(_angle_huber_sum, (s, t), b, chunk) / float(b**3)
+    d2_s = _squared_distances(_f32(student_features).flatten(1))
+    with torch.no_grad():
+        d2_t = _squared_distances(_f32(teacher_features).flatten(1))
+    b = d2_s.shape[0]
+    # the float64 law-of-cosines tensor counts as two float32 entries per element
+    chunk = max(1, max_chunk_elements // (b * b * d2_s.element_size() // 4))
+    return _AngleHuberSum.apply(d2_s, d2_t, chunk) / float(b**3)
 
 
 def rkd_loss(
