@@ -25,6 +25,7 @@ __all__ = [
     "rkd_loss",
     "rkd_distance_loss",
     "rkd_angle_loss",
+    "rkd_terms",
     "rrd_loss",
     "vrm_loss",
     "vrm_terms",
@@ -140,16 +141,26 @@ def _squared_distances(x: Tensor) -> Tensor:
     return _SquaredDistances.apply(x - x.mean(dim=0, keepdim=True))
 
 
-def _pairwise_distances(x: Tensor) -> Tensor:
-    """Euclidean distance matrix with the reference implementations' clamp: squared distances clamped at 1e-12
-    before the square root (finite gradients for duplicate rows), diagonal set to zero."""
-    d = _squared_distances(x).clamp(min=_PDIST_EPS).sqrt().to(x.dtype)
-    eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+def _feature_squared_distances(student_features: Tensor, teacher_features: Tensor) -> tuple[Tensor, Tensor]:
+    """Validated RKD inputs as squared-distance matrices ``(d2_s, d2_t)``, the teacher's a constant; both RKD terms
+    are functions of these alone."""
+    _check_batch("student_features", student_features, "teacher_features", teacher_features, same_width=False)
+    d2_s = _squared_distances(_f32(student_features).flatten(1))
+    with torch.no_grad():
+        d2_t = _squared_distances(_f32(teacher_features).flatten(1))
+    return d2_s, d2_t
+
+
+def _pairwise_distances(d2: Tensor) -> Tensor:
+    """Float32 Euclidean distance matrix with the reference implementations' clamp: squared distances clamped at
+    1e-12 before the square root (finite gradients for duplicate rows), diagonal set to zero."""
+    d = d2.clamp(min=_PDIST_EPS).sqrt().float()
+    eye = torch.eye(d.shape[0], dtype=torch.bool, device=d.device)
     return d.masked_fill(eye, 0.0)
 
 
-def _normalised_distances(x: Tensor) -> Tensor:
-    d = _pairwise_distances(x)
+def _normalised_distances(d2: Tensor) -> Tensor:
+    d = _pairwise_distances(d2)
     positive = d > 0
     # mean over off-diagonal, non-degenerate entries; a batch with no such entry (B == 1) keeps d == 0
     mu = (d * positive).sum() / positive.sum().clamp(min=1)
@@ -161,7 +172,7 @@ def _chunked_sum(chunk_sum: Callable[..., Tensor], inputs: tuple, rows: int, chu
     ``chunk`` rows.
 
     Under autograd each chunk is checkpointed (recomputed in backward, with ``inputs`` saved and version-checked),
-    so only one chunk's intermediates are alive at a time: the memory bound of RKD's angle term and of VRM's edges.
+    so only one chunk's intermediates are alive at a time: the memory bound of VRM's edges.
     """
     if chunk >= rows:
         return chunk_sum(*inputs, 0, rows)
@@ -196,6 +207,11 @@ def _angle_cosines(d2: Tensor, inv: Tensor, start: int, stop: int) -> Tensor:
     return cos.mul_(0.5 * inv[start:stop, :, None]).mul_(inv[start:stop, None, :])
 
 
+def _cosine_gaps(d2_s: Tensor, inv_s: Tensor, d2_t: Tensor, inv_t: Tensor, start: int, stop: int) -> Tensor:
+    """``cos_s - cos_t`` at the anchors ``start:stop``, one new ``(A, B, B)`` tensor."""
+    return _angle_cosines(d2_s, inv_s, start, stop).sub_(_angle_cosines(d2_t, inv_t, start, stop))
+
+
 def _huber_sum_(x: Tensor) -> Tensor:
     """``Σ Huber_δ=1(x)`` with one temporary; ``x`` is overwritten."""
     a = x.abs_()
@@ -206,10 +222,11 @@ def _huber_sum_(x: Tensor) -> Tensor:
 class _AngleHuberSum(torch.autograd.Function):
     """``Σ_{a,i,k} Huber(cos_s[a,i,k] - cos_t[a,i,k])`` from the student and teacher squared-distance matrices.
 
-    The ``(B, B)`` inputs are float64 (see :func:`_relation_dtype`); the ``(B, B, B)`` cosines are ``dtype``. Forward and
-    backward run over chunks of ``chunk`` anchors, and backward recomputes the cosines, so no ``(B, B, B)`` tensor
-    outlives its chunk (at most four float32 ones of chunk size are alive) and only the two inputs are saved. With ``n = 2 <x_i - x_a, x_k - x_a>`` and ``q_aik = inv_ai · inv_ak / 2`` the cosine is ``n · q``;
-    the gradient with respect to ``d2_s`` is written out (everything is symmetric in ``i, k``):
+    The ``(B, B)`` inputs are float64 (see :func:`_relation_dtype`); the ``(B, B, B)`` cosines are ``dtype``. Forward
+    and backward run over chunks of ``chunk`` anchors, and backward recomputes the cosines, so no ``(B, B, B)`` tensor
+    outlives its chunk (besides the float64 law-of-cosines one, at most three of chunk size are alive at once) and
+    only the two inputs are saved. With ``n = 2 <x_i - x_a, x_k - x_a>`` and ``q_aik = inv_ai · inv_ak / 2`` the
+    cosine is ``n · q``; the gradient with respect to ``d2_s`` is written out (everything is symmetric in ``i, k``):
 
     * ``h = clamp(cos_s - cos_t, -1, 1)`` (Huber, δ=1) and ``A = h · q`` (the gradient with respect to ``n``);
     * through ``n``: ``∂/∂d²_ai = 2 Σ_k A_aik`` and ``∂/∂d²_ik = -Σ_a A_aik``;
@@ -222,8 +239,7 @@ class _AngleHuberSum(torch.autograd.Function):
         total = inv_s.new_zeros(())
         for start in range(0, d2_s.shape[0], chunk):
             stop = start + chunk
-            diff = _angle_cosines(d2_s, inv_s, start, stop).sub_(_angle_cosines(d2_t, inv_t, start, stop))
-            total += _huber_sum_(diff)
+            total += _huber_sum_(_cosine_gaps(d2_s, inv_s, d2_t, inv_t, start, stop))
         ctx.save_for_backward(d2_s, d2_t)
         ctx.chunk, ctx.dtype = chunk, dtype
         return total
@@ -237,8 +253,7 @@ class _AngleHuberSum(torch.autograd.Function):
         grad_inv = torch.zeros_like(d2_s)
         for start in range(0, d2_s.shape[0], ctx.chunk):
             stop = start + ctx.chunk
-            h = _angle_cosines(d2_s, inv_s, start, stop).sub_(_angle_cosines(d2_t, inv_t, start, stop))
-            h.clamp_(-1.0, 1.0).mul_(grad_output)
+            h = _cosine_gaps(d2_s, inv_s, d2_t, inv_t, start, stop).clamp_(-1.0, 1.0).mul_(grad_output)
             a = (0.5 * inv_s[start:stop, :, None]) * inv_s[start:stop, None, :]
             a.mul_(h)
             grad_d2[start:stop] += 2.0 * a.sum(dim=2)
@@ -254,11 +269,11 @@ class _AngleHuberSum(torch.autograd.Function):
 
 def rkd_distance_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
     """RKD distance-wise loss (unweighted): Huber(δ=1) between mean-normalised distance matrices, mean over B×B."""
-    _check_batch("student_features", student_features, "teacher_features", teacher_features, same_width=False)
-    s = _f32(student_features).flatten(1)
-    with torch.no_grad():
-        t_d = _normalised_distances(_f32(teacher_features).flatten(1))
-    return F.smooth_l1_loss(_normalised_distances(s), t_d, beta=1.0)
+    return _distance_term(*_feature_squared_distances(student_features, teacher_features))
+
+
+def _distance_term(d2_s: Tensor, d2_t: Tensor) -> Tensor:
+    return F.smooth_l1_loss(_normalised_distances(d2_s), _normalised_distances(d2_t), beta=1.0)
 
 
 def rkd_angle_loss(
@@ -276,14 +291,34 @@ def rkd_angle_loss(
     difference gives a zero cosine and no gradient, as its direction does not exist (the reference implementations
     divide it by 1e-12 instead).
     """
-    _check_batch("student_features", student_features, "teacher_features", teacher_features, same_width=False)
-    d2_s = _squared_distances(_f32(student_features).flatten(1))
-    with torch.no_grad():
-        d2_t = _squared_distances(_f32(teacher_features).flatten(1))
+    return _angle_term(*_feature_squared_distances(student_features, teacher_features), max_chunk_elements)
+
+
+def _angle_term(d2_s: Tensor, d2_t: Tensor, max_chunk_elements: int) -> Tensor:
     b = d2_s.shape[0]
     # the float64 law-of-cosines tensor counts as two float32 entries per element
     chunk = max(1, max_chunk_elements // (b * b * d2_s.element_size() // 4))
     return _AngleHuberSum.apply(d2_s, d2_t, chunk) / float(b**3)
+
+
+def rkd_terms(
+    student_features: Tensor,
+    teacher_features: Tensor,
+    distance_weight: float = 25.0,
+    angle_weight: float = 50.0,
+    max_chunk_elements: int = 1 << 24,
+) -> dict[str, Tensor]:
+    """The weighted RKD terms ``{"rkd_distance": λ_D·L_D, "rkd_angle": λ_A·L_A}`` (a zero weight skips its term),
+    from one computation of the distance matrices. Arguments as :func:`rkd_loss`."""
+    if not (distance_weight or angle_weight):
+        return {}
+    d2 = _feature_squared_distances(student_features, teacher_features)
+    terms = {}
+    if distance_weight:
+        terms["rkd_distance"] = distance_weight * _distance_term(*d2)
+    if angle_weight:
+        terms["rkd_angle"] = angle_weight * _angle_term(*d2, max_chunk_elements)
+    return terms
 
 
 def rkd_loss(
@@ -310,12 +345,8 @@ def rkd_loss(
     Returns:
         Scalar float32 loss ``distance_weight · L_D + angle_weight · L_A``.
     """
-    loss = student_features.new_zeros((), dtype=torch.float32)
-    if distance_weight:
-        loss = loss + distance_weight * rkd_distance_loss(student_features, teacher_features)
-    if angle_weight:
-        loss = loss + angle_weight * rkd_angle_loss(student_features, teacher_features, max_chunk_elements)
-    return loss
+    terms = rkd_terms(student_features, teacher_features, distance_weight, angle_weight, max_chunk_elements)
+    return sum(terms.values(), student_features.new_zeros((), dtype=torch.float32))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .functional import rkd_angle_loss, rkd_distance_loss
+from .functional import rkd_terms
 
 
 class RKDLoss(nn.Module):
@@ -29,16 +29,13 @@ class RKDLoss(nn.Module):
 
     def compute_terms(self, student_features: Tensor, teacher_features: Tensor) -> dict[str, Tensor]:
         """Weighted terms ``{"rkd_distance": λ_D·L_D, "rkd_angle": λ_A·L_A}`` (a zero weight skips its term)."""
-        terms = {}
-        if self.distance_weight:
-            terms["rkd_distance"] = self.distance_weight * rkd_distance_loss(
-                student_features, teacher_features
-            )
-        if self.angle_weight:
-            terms["rkd_angle"] = self.angle_weight * rkd_angle_loss(
-                student_features, teacher_features, self.max_chunk_elements
-            )
-        return terms
+        return rkd_terms(
+            student_features,
+            teacher_features,
+            self.distance_weight,
+            self.angle_weight,
+            self.max_chunk_elements,
+        )
 
     def forward(self, student_features: Tensor, teacher_features: Tensor) -> Tensor:
         """Returns ``λ_D·L_D + λ_A·L_A`` for ``(B, D_s)`` student and ``(B, D_t)`` teacher features."""
