@@ -213,15 +213,15 @@ def _low_precision_paragraph(runs: list[tuple[str, str, dict[str, Any]]]) -> lis
 
     rkd16, rkd32 = added(bf16, "rkd"), added(fp32, "rkd")
     if max(float(rkd16), float(rkd32)) < 0.5:
-        rkd_clause = (
-            f"RKD adds {rkd16} MB (fp32 run: {rkd32} MB; its (B, B, B) cosines exist only during its own backward "
-            "pass, which ends before the networks' backward pass where the peak is)"
+        rkd_why = (
+            "its (B, B, B) cosines exist only during its own backward pass, which ends before the networks' "
         )
+        rkd_why += "backward pass where the peak is"
     else:
-        rkd_clause = (
-            f"RKD adds {rkd16} MB (fp32 run: {rkd32} MB; the (B, B, B) cosines of its backward pass, built while the "
-            "student's activations are alive)"
+        rkd_why = (
+            "the (B, B, B) cosines of its backward pass, built while the student's activations are alive"
         )
+    rkd_clause = f"RKD adds {rkd16} MB (fp32 run: {rkd32} MB; {rkd_why})"
     return [
         f"In {label}, KD's step takes {common.fmt(bf16['methods']['kd']['step_ms'], 0)} ms instead of "
         f"{common.fmt(fp32['methods']['kd']['step_ms'], 0)} ms (this CPU has AVX512-BF16) and its peak shrinks from "
