@@ -1,5 +1,8 @@
 """Data parallelism: two gloo processes (``torchrun``, CPU) against one process with the same global batch and seed.
 
+``HF_RELKD_TEST_DEVICE=cuda pytest tests/test_distributed.py`` runs the same checks on GPUs (one is enough: see
+``tests/distributed/train_and_dump.py``).
+
 One ``torchrun --nproc_per_node 2`` launch trains every configuration of ``tests/distributed/train_and_dump.py``
 (a BatchNorm-free ``TinyConvNet`` pair, 4 SGD steps of a global batch of 8, then an evaluation on 13 samples), while
 the single-process references train in this process. The tests compare the dumps.
@@ -132,12 +135,14 @@ def assert_logs_close(a: list[dict], b: list[dict], keys=None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-def test_the_launch_runs_two_gloo_processes_with_a_ddp_student(runs):
+def test_the_launch_runs_two_processes_with_a_ddp_student(runs):
+    distributed_type = "MULTI_CPU" if dump.DEVICE == "cpu" else "MULTI_GPU"
     for name in DDP_CONFIGS:
         for rank, record in enumerate(runs.ddp(name)):
             assert record["world_size"] == WORLD
-            assert record["distributed_type"] == "DistributedType.MULTI_CPU"
-            assert record["backend"] == "gloo"
+            assert record["distributed_type"] == f"DistributedType.{distributed_type}"
+            assert record["backend"] == dump.ddp_backend(WORLD)
+            assert record["device"] == ("cpu" if dump.DEVICE == "cpu" else "cuda"), record["device"]
             assert record["student_is_ddp"], f"{name}: the student was not wrapped in DDP on rank {rank}"
             assert record["global_step"] == (6 if name == "resume" else 4)
 

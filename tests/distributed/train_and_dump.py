@@ -4,6 +4,11 @@ Run it under ``torchrun`` (one dump per process) or import it and call :func:`ru
 
     torchrun --standalone --nproc_per_node 2 tests/distributed/train_and_dump.py INIT_FILE OUT_DIR CONFIG [CONFIG ...]
 
+The runs are on the CPU (gloo) unless ``HF_RELKD_TEST_DEVICE=cuda``: then every process trains on a GPU, over NCCL
+when there is one GPU per process, otherwise over gloo with all processes sharing GPU 0 (NCCL refuses two processes
+on one GPU), so that one GPU suffices to check the multi-process CUDA path. TF32 is off and cuDNN deterministic on
+CUDA, because the tests compare processes bit for bit and against one process at float32 tolerance.
+
 ``INIT_FILE`` holds the initial student and teacher state dicts (written once by the test, so every run starts from
 bit-identical weights). Each configuration trains on the same data with the same *global* batch
 (:data:`GLOBAL_BATCH` samples per optimizer step, however many processes and micro-batches), evaluates on an eval set
@@ -28,6 +33,15 @@ from helpers import TinyConvNet, tensor_dataset  # noqa: E402
 
 from hf_relkd import RelationalDistillationConfig, RelationalDistillationTrainer  # noqa: E402
 
+DEVICE = os.environ.get("HF_RELKD_TEST_DEVICE", "cpu")
+if DEVICE not in ("cpu", "cuda"):
+    raise ValueError(f"HF_RELKD_TEST_DEVICE must be 'cpu' or 'cuda', got {DEVICE!r}")
+if DEVICE == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
 GLOBAL_BATCH = 8
 TRAIN_SIZE = 32  # 4 optimizer steps per epoch
 EVAL_SIZE = 13  # not a multiple of 2 processes x 4 samples: the last eval batch is padded under DDP
@@ -47,7 +61,7 @@ CONFIGS: dict[str, dict] = {
     "vrm_global": dict(
         methods=["vrm"], relation_scope="global", vrm_adaptor=True, max_grad_norm=1.0, learning_rate=0.02
     ),
-    # CE + KD, the teacher in bfloat16 (broadcast by gloo)
+    # CE + KD, the teacher in bfloat16 (broadcast from process 0)
     "kd": dict(methods=["kd"], teacher_dtype="bfloat16"),
     # the same in 2 micro-batches per step, and the teacher handed to processes other than 0 is perturbed (the
     # trainer must broadcast process 0's)
@@ -89,6 +103,20 @@ def make_init_file(path: str, seed: int = 0) -> None:
     torch.save({"student": student.state_dict(), "teacher": teacher.state_dict()}, path)
 
 
+def ddp_backend(world: int) -> str | None:
+    """The process-group backend the runs use with ``world`` processes (``None`` for one process)."""
+    if world == 1:
+        return None
+    if DEVICE == "cuda" and torch.cuda.device_count() >= world:
+        return "nccl"
+    return "gloo"
+
+
+def share_one_gpu(world: int) -> bool:
+    """True when the processes of a CUDA launch outnumber the GPUs and must all use GPU 0."""
+    return DEVICE == "cuda" and world > 1 and torch.cuda.device_count() < world
+
+
 def _rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -128,7 +156,8 @@ def _config(name: str, output_dir: str, world: int, **overrides) -> RelationalDi
         logging_steps=1,
         save_strategy="no",
         report_to=[],
-        use_cpu=True,
+        use_cpu=DEVICE == "cpu",
+        ddp_backend=ddp_backend(world),
         seed=0,
         rrd_queue_size=20,  # smaller than the 4 x 8 enqueued keys: the ring wraps around
         disable_tqdm=True,
@@ -169,6 +198,7 @@ def _dump(trainer, teacher: nn.Module, teacher_modes: list[bool], path: str, wor
         "world_size": world,
         "distributed_type": str(trainer.accelerator.distributed_type),
         "backend": dist.get_backend() if dist.is_initialized() else None,
+        "device": next(student.parameters()).device.type,
         "student_is_ddp": isinstance(trainer.model_wrapped, DistributedDataParallel),
         "teacher_is_ddp": isinstance(trainer.teacher, DistributedDataParallel),
         "teacher_is_the_given_module": trainer.accelerator.unwrap_model(trainer.teacher) is teacher,
@@ -225,6 +255,10 @@ def run(name: str, init_file: str, out_dir: str) -> None:
 
 def main(argv: list[str]) -> None:
     init_file, out_dir, *names = argv
+    if share_one_gpu(_rank_and_world()[1]):
+        os.environ["LOCAL_RANK"] = (
+            "0"  # read by accelerate when the arguments pick the device: cuda:0 for all
+        )
     for name in names or list(CONFIGS):
         run(name, init_file, out_dir)
     if dist.is_initialized():
