@@ -138,6 +138,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch.compile the teacher (config.teacher_compile=True in the trainer; torch.compile in the plain loop)",
     )
     parser.add_argument(
+        "--compile_mode",
+        default=None,
+        choices=["default", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode of the teacher with --compile_teacher (config.teacher_compile_mode; default: "
+        "torch's default mode). The CUDA-graph modes cannot run here: the methods run in threads, and compiled CUDA "
+        "graphs keep their state per thread",
+    )
+    parser.add_argument(
+        "--compile_losses",
+        action="store_true",
+        help="torch.compile the losses (config.loss_compile=True; the plain loop compiles its CE + KD, the breakdown "
+        "its losses)",
+    )
+    parser.add_argument(
         "--methods",
         default=",".join(METHOD_ORDER),
         help=f"comma-separated subset of {','.join(METHOD_ORDER)} (kd is always added: it is the reference)",
@@ -207,7 +221,9 @@ def default_name(args, device: torch.device) -> str:
     parts = ["step_cost"] + (["smoke"] if args.smoke else []) + [device.type]
     parts += [flag for flag, on in (("bf16", args.bf16), ("channels_last", args.channels_last)) if on]
     if args.compile_teacher:
-        parts.append("compile")
+        parts.append("compile" + (f"_{args.compile_mode.replace('-', '_')}" if args.compile_mode else ""))
+    if args.compile_losses:
+        parts.append("compile_losses")
     if args.cpu_malloc != "default" and device.type == "cpu":
         parts.append(f"malloc_{args.cpu_malloc}")
     return "_".join(parts)
@@ -250,7 +266,7 @@ def build_models(args) -> tuple[torch.nn.Module, torch.nn.Module]:
     return student, teacher
 
 
-def compile_teacher(module: torch.nn.Module) -> torch.nn.Module:
+def compile_teacher(module: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
     """``torch.compile`` a teacher outside the trainer (the plain loop and the breakdown; the trainers compile theirs
     through ``config.teacher_compile``).
 
@@ -260,7 +276,7 @@ def compile_teacher(module: torch.nn.Module) -> torch.nn.Module:
     per thread, so every participant thread sets it too.
     """
     _guard_hooks()
-    return torch.compile(module, dynamic=False)
+    return torch.compile(module, dynamic=False, mode=mode)
 
 
 def _guard_hooks() -> None:
@@ -303,6 +319,8 @@ def build_trainer(
         teacher_dtype=teacher_dtype(args),
         rrd_queue_size=args.rrd_queue_size,
         teacher_compile=args.compile_teacher,
+        teacher_compile_mode=args.compile_mode,
+        loss_compile=args.compile_losses,
         use_cpu=device.type == "cpu",
         seed=args.seed,
         save_strategy="no",
@@ -320,6 +338,17 @@ def build_trainer(
     return trainer
 
 
+def ce_plus_kd(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, T: float = 4.0):
+    """The plain loop's loss, written by hand: cross-entropy + T²·KL(teacher ‖ student) at temperature T."""
+    kd = F.kl_div(
+        F.log_softmax(logits / T, 1),
+        F.log_softmax(teacher_logits / T, 1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return F.cross_entropy(logits, labels) + kd * T * T
+
+
 class PlainKDLoop:
     """The same KD step written by hand: teacher forward without grad, student forward, CE + KD, backward, gradient
     clipping (as the Trainer, unless ``--max_grad_norm 0``), SGD.
@@ -327,8 +356,6 @@ class PlainKDLoop:
     The teacher runs first, as in the Trainer (running it after the student adds its activations to the student's
     saved ones at the peak: 269 MB instead of 217 MB for resnet32x4 -> resnet8x4 at batch 64).
     """
-
-    temperature = 4.0
 
     def __init__(self, args, device: torch.device, max_steps: int, dataset=None):
         from hf_relkd.data import DistillationCollator
@@ -340,7 +367,8 @@ class PlainKDLoop:
         self.teacher_dtype = dtype
         self.student = student.to(device).train()
         teacher = teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        self.teacher = compile_teacher(teacher) if args.compile_teacher else teacher
+        self.teacher = compile_teacher(teacher, args.compile_mode) if args.compile_teacher else teacher
+        self.loss_fn = torch.compile(ce_plus_kd) if args.compile_losses else ce_plus_kd
         decay = [p for n, p in self.student.named_parameters() if p.ndim > 1]
         no_decay = [p for n, p in self.student.named_parameters() if p.ndim <= 1]
         self.optimizer = torch.optim.SGD(
@@ -367,20 +395,13 @@ class PlainKDLoop:
             )
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        T = self.temperature
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             # teacher first, as the Trainer does (its activations are gone before the student's are saved)
             with torch.no_grad():
                 tx = x if self.bf16 or self.teacher_dtype == torch.float32 else x.to(self.teacher_dtype)
                 t_logits = self.teacher(pixel_values=tx).logits.float()
             logits = self.student(pixel_values=x).logits.float()
-        kd = F.kl_div(
-            F.log_softmax(logits / T, 1),
-            F.log_softmax(t_logits / T, 1),
-            reduction="batchmean",
-            log_target=True,
-        )
-        loss = F.cross_entropy(logits, y) + kd * T * T
+        loss = self.loss_fn(logits, t_logits, y)
         loss.backward()
         if self.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.max_grad_norm)
@@ -555,7 +576,7 @@ def run_breakdown(args, device: torch.device) -> dict[str, Any]:
     student = student.to(device).train()
     teacher = teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
     if args.compile_teacher:
-        teacher = compile_teacher(teacher)
+        teacher = compile_teacher(teacher, args.compile_mode)
     b, c = args.batch_size, args.num_classes
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randn(2 * b, 3, args.image_size, args.image_size, generator=g).to(device)
@@ -593,15 +614,18 @@ def run_breakdown(args, device: torch.device) -> dict[str, Any]:
         for t in (s_logits, s_logits_v, s_feat, s_emb):
             t.grad = None
 
+    losses = {"kd": kd_loss, "rkd": rkd_loss, "rrd": rrd_loss, "vrm": vrm_loss}
+    if args.compile_losses:
+        losses = {name: torch.compile(fn) for name, fn in losses.items()}
     parts = {
         f"teacher forward, {b} images": lambda: teacher_forward(b),
         f"teacher forward, {2 * b} images": lambda: teacher_forward(2 * b),
         f"student forward+backward, {b} images": lambda: student_step(b),
         f"student forward+backward, {2 * b} images": lambda: student_step(2 * b),
-        "kd_loss fwd+bwd": lambda: backward(kd_loss(s_logits, t_logits)),
-        "rkd_loss fwd+bwd": lambda: backward(rkd_loss(s_feat, t_feat)),
-        f"rrd_loss fwd+bwd (K={args.rrd_queue_size})": lambda: backward(rrd_loss(s_emb, t_emb, queue)),
-        "vrm_loss fwd+bwd": lambda: backward(vrm_loss(s_logits, s_logits_v, t_logits, t_logits_v)),
+        "kd_loss fwd+bwd": lambda: backward(losses["kd"](s_logits, t_logits)),
+        "rkd_loss fwd+bwd": lambda: backward(losses["rkd"](s_feat, t_feat)),
+        f"rrd_loss fwd+bwd (K={args.rrd_queue_size})": lambda: backward(losses["rrd"](s_emb, t_emb, queue)),
+        "vrm_loss fwd+bwd": lambda: backward(losses["vrm"](s_logits, s_logits_v, t_logits, t_logits_v)),
     }
     for fn in parts.values():  # warm-up
         fn()
@@ -660,7 +684,8 @@ def memory_worker(name: str, args) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as workdir:
         tiny = argparse.Namespace(**vars(args))
         tiny.teacher = tiny.student = "resnet8"
-        tiny.batch_size, tiny.image_size, tiny.rrd_queue_size, tiny.compile_teacher = 4, 16, 64, False
+        tiny.batch_size, tiny.image_size, tiny.rrd_queue_size = 4, 16, 64
+        tiny.compile_teacher = tiny.compile_losses = False
         _run_job(name, tiny, device, 2, workdir, build_dataset(name, tiny, 2))
         # the random images exist before the measurement starts: they stand for a dataset on disk (on a GPU they
         # stay in host memory and are not in max_memory_allocated); the collated batches are measured
@@ -834,6 +859,8 @@ def assemble(args, device, participants, memory, machine, malloc: str) -> dict[s
             "teacher_dtype": teacher_dtype(args) or "float32",
             "channels_last": args.channels_last,
             "compile_teacher": args.compile_teacher,
+            "compile_mode": args.compile_mode if args.compile_teacher else None,
+            "compile_losses": args.compile_losses,
             "cpu_malloc": malloc if device.type == "cpu" else "n/a (CUDA caching allocator)",
             "rrd_queue_size": args.rrd_queue_size,
             "max_grad_norm": args.max_grad_norm,
@@ -885,7 +912,9 @@ def to_markdown(payload: dict[str, Any]) -> str:
         f"Step cost: {cfg['teacher']} → {cfg['student']}, batch {cfg['batch_size']}, {cfg['image_size']}×"
         f"{cfg['image_size']}, {cfg['num_classes']} classes, {cfg['device']}"
     )
-    flags = [f for f in ("bf16", "channels_last", "compile_teacher") if cfg[f]]
+    flags = [f for f in ("bf16", "channels_last", "compile_teacher", "compile_losses") if cfg.get(f)]
+    if cfg.get("compile_mode"):
+        flags.append(f"compile mode {cfg['compile_mode']}")
     lines = [common.header_markdown(title, payload)]
     lines.append(
         f"* Settings: {', '.join(flags) or 'fp32, contiguous, eager'}; teacher dtype {cfg['teacher_dtype']}; "

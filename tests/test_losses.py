@@ -7,6 +7,7 @@ classes, pairs and triplets, straight from the formulas of the loss docstrings a
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -899,3 +900,45 @@ def test_invalid_queue_and_weights_raise():
         FIFOQueue(0, 4)
     with pytest.raises(ValueError):
         RKDLoss(distance_weight=-1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# torch.compile of the functional cores
+def test_compile_losses_compiles_each_core_once_and_computes_the_same_values_and_gradients():
+    from hf_relkd.losses import compile_losses
+
+    def inputs(seed: int, b: int):
+        s, t = _randn(b, 12, seed=seed), _randn(b, 12, seed=seed + 1)
+        return {
+            "kd": ([_leaf(s), t], KDLoss()),
+            "rkd": ([_leaf(s), t], RKDLoss()),
+            "rrd": ([_leaf(s), t], RRDLoss(12, 12, embed_dim=8, queue_size=16)),
+            "vrm": ([_leaf(s), _leaf(s + 0.3 * t), t, t + 0.1 * s], VRMLoss()),
+        }
+
+    modules = {name: module for name, (_, module) in inputs(0, 6).items()}
+    compiled = {name: copy.deepcopy(module) for name, module in modules.items()}
+    holder = torch.nn.ModuleDict(compiled)
+    assert compile_losses(holder, backend="aot_eager") == 5  # VRM has two cores: pruning mask and terms
+    assert compile_losses(holder, backend="aot_eager") == 0  # already compiled
+    assert holder.state_dict().keys() == torch.nn.ModuleDict(modules).state_dict().keys()
+    for seed, b in [(1, 6), (2, 6), (3, 5)]:  # a second batch size recompiles; the values must not change
+        for name, (args, _) in inputs(seed, b).items():
+            twin = [a.detach().clone().requires_grad_(a.requires_grad) for a in args]
+            expected, actual = modules[name](*args), compiled[name](*twin)
+            expected.backward()
+            actual.backward()
+            torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, msg=name)
+            for a, c in zip(args, twin):
+                if a.requires_grad:
+                    torch.testing.assert_close(c.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(
+        compiled["rrd"].queue.keys, modules["rrd"].queue.keys
+    )  # the queue stayed eager
+
+
+def test_compile_losses_rejects_cuda_graph_modes():
+    from hf_relkd.losses import compile_losses
+
+    with pytest.raises(ValueError, match="CUDA-graph modes"):
+        compile_losses(RKDLoss(), mode="reduce-overhead")

@@ -16,6 +16,9 @@ class RKDLoss(nn.Module):
         max_chunk_elements: largest angle tensor materialised at once (see :func:`rkd_angle_loss`).
     """
 
+    compilable_functions = ("_terms_fn",)
+    _terms_fn = staticmethod(rkd_terms)
+
     def __init__(
         self, distance_weight: float = 25.0, angle_weight: float = 50.0, max_chunk_elements: int = 1 << 24
     ):
@@ -29,7 +32,7 @@ class RKDLoss(nn.Module):
 
     def compute_terms(self, student_features: Tensor, teacher_features: Tensor) -> dict[str, Tensor]:
         """Weighted terms ``{"rkd_distance": λ_D·L_D, "rkd_angle": λ_A·L_A}`` (a zero weight skips its term)."""
-        return rkd_terms(
+        return self._terms_fn(
             student_features,
             teacher_features,
             self.distance_weight,

@@ -41,6 +41,9 @@ class RRDLoss(nn.Module):
             forward of this module; the trainer commits right after each backward.
     """
 
+    compilable_functions = ("_loss_fn",)  # the heads and the queue stay eager (see hf_relkd.losses.compile)
+    _loss_fn = staticmethod(rrd_loss)
+
     def __init__(
         self,
         student_dim: int,
@@ -91,7 +94,7 @@ class RRDLoss(nn.Module):
             # written before this step's loss reads the queue; the next write happens at the next forward
             self.queue.enqueue(t)
         memory = self.queue.keys if self.defer_enqueue else self.queue.keys.clone()
-        loss = rrd_loss(s, t, memory, self.student_temperature, self.teacher_temperature)
+        loss = self._loss_fn(s, t, memory, self.student_temperature, self.teacher_temperature)
         if self.training and not self.enqueue_before_loss:
             self._enqueue(t)
         return loss

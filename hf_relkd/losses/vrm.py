@@ -39,6 +39,10 @@ class VRMLoss(nn.Module):
         max_chunk_elements: largest edge tensor materialised at once.
     """
 
+    compilable_functions = ("_keep_fn", "_terms_fn")
+    _keep_fn = staticmethod(joint_entropy_keep_mask)
+    _terms_fn = staticmethod(vrm_terms)
+
     def __init__(
         self,
         inter_sample_weight: float = 128.0,
@@ -78,14 +82,14 @@ class VRMLoss(nn.Module):
         keep = None
         if self.prune_percentile < 100:
             # edges are judged on the student's own predictions, before any adaptor
-            keep = joint_entropy_keep_mask(student_logits, student_logits_virtual, self.prune_percentile)
+            keep = self._keep_fn(student_logits, student_logits_virtual, self.prune_percentile)
             self.last_kept = keep.float().mean().detach()
         if self.adaptor is not None:
             student_logits, student_logits_virtual = (
                 self.adaptor(student_logits),
                 self.adaptor(student_logits_virtual),
             )
-        return vrm_terms(
+        return self._terms_fn(
             student_logits,
             student_logits_virtual,
             teacher_logits,

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..losses.compile import LOSS_COMPILE_MODES
+
 logger = logging.getLogger(__name__)
 
 KNOWN_METHODS = ("kd", "rkd", "rrd", "vrm")
@@ -47,6 +49,7 @@ class RelationalDistillationConfig(TrainingArguments):
         student_feature_module, teacher_feature_module: module whose input is the penultimate embedding.
         teacher_dtype: run the teacher in this dtype.
         teacher_compile, teacher_compile_backend, teacher_compile_mode: ``torch.compile`` the teacher.
+        loss_compile, loss_compile_mode: ``torch.compile`` the losses' functional cores.
         relation_scope: ``"local"`` or ``"global"`` relations under data parallelism.
     """
 
@@ -166,6 +169,21 @@ class RelationalDistillationConfig(TrainingArguments):
             "'max-autotune' or 'max-autotune-no-cudagraphs'."
         },
     )
+    loss_compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the distillation losses (their functional cores; heads and the RRD queue stay "
+            "eager). At CIFAR batch sizes a GPU step is bound by launching the losses' many small kernels; "
+            "compiling fuses them (backend: `teacher_compile_backend`)."
+        },
+    )
+    loss_compile_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "torch.compile mode for the losses (with loss_compile): None, 'default' or "
+            "'max-autotune-no-cudagraphs' (the CUDA-graph modes would overwrite the logged loss terms)."
+        },
+    )
     relation_scope: str = field(
         default="local",
         metadata={
@@ -246,6 +264,11 @@ class RelationalDistillationConfig(TrainingArguments):
         if self.teacher_compile_mode not in compile_modes:
             raise ValueError(
                 f"`teacher_compile_mode` must be one of {compile_modes}, got {self.teacher_compile_mode!r}."
+            )
+        if self.loss_compile_mode not in LOSS_COMPILE_MODES:
+            raise ValueError(
+                f"`loss_compile_mode` must be one of {LOSS_COMPILE_MODES}, got {self.loss_compile_mode!r} (the CUDA-"
+                "graph modes overwrite the loss terms a step keeps for logging; use 'default')."
             )
         if self.lr_decay_epochs is not None:
             self.lr_decay_epochs = sorted(float(e) for e in self.lr_decay_epochs)

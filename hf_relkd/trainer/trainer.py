@@ -29,6 +29,7 @@ from ..distributed import (
 )
 from ..features import FeatureTap, classifier_num_outputs, find_classifier
 from ..hub import ModelCardOptions
+from ..losses import compile_losses
 from ..methods import ModelDims, StepOutputs, build_methods
 from ..metrics import DistillationMetrics
 from .config import RelationalDistillationConfig
@@ -164,6 +165,12 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         )
         self.distillation_methods.to(self.args.device)
         broadcast_module(self.distillation_methods)
+        if self.args.loss_compile:
+            compile_losses(
+                self.distillation_methods,
+                backend=self.args.teacher_compile_backend,
+                mode=self.args.loss_compile_mode,
+            )
         self._needs_virtual = any(m.needs_virtual_view for m in self.distillation_methods.values())
         self._metrics: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._distillation_grads_step = -1
