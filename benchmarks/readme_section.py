@@ -86,6 +86,17 @@ def _step_cost_side_by_side(runs: list[tuple[str, str, dict[str, Any]]]) -> str:
     return common.markdown_table(headers, rows)
 
 
+def _targets(stem: str, intro: str) -> list[str]:
+    """``intro`` and the targets table of ``results/<stem>.md``, as README lines."""
+    return [intro, "", _markdown_table(stem, "### Targets"), ""]
+
+
+def _other_runs(intro: str, table: str, runs: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """``intro``, a table comparing ``runs`` and the command and date of each run, as README lines."""
+    commands = [f"* {label}: `{payload['command']}` ({payload['date']})" for _, label, payload in runs]
+    return [intro, "", table, "", *commands, ""]
+
+
 def _failed(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return [t for t in payload["targets"] if t["passed"] is False]
 
@@ -149,20 +160,14 @@ def build_section() -> str:
         "",
         _markdown_table(head_stem),
         "",
-        "Targets:",
-        "",
-        _markdown_table(head_stem, "### Targets"),
-        "",
+        *_targets(head_stem, "Targets:"),
     ]
     if len(runs) > 1:
-        out += [
+        out += _other_runs(
             "The same benchmark in other settings (each a separate run; ratios are to KD within the same run):",
-            "",
             _step_cost_side_by_side(runs),
-            "",
-        ]
-        out += [f"* {label}: `{payload['command']}` ({payload['date']})" for _, label, payload in runs]
-        out.append("")
+            runs,
+        )
     out += _allocator_paragraph(runs)
     out += [_vrm_memory_paragraph(head), ""]
     out += _low_precision_paragraph(runs)
@@ -271,21 +276,15 @@ def _gpu() -> list[str]:
         "",
         common.markdown_table(["Method", "ms / step", "paper ms", "peak MB", "paper MB", "images/s"], rows),
         "",
-        "Targets of this run:",
-        "",
-        _markdown_table(stem, "### Targets"),
-        "",
+        *_targets(stem, "Targets of this run:"),
     ]
     if len(runs) > 1:
-        out += [
+        out += _other_runs(
             "All GPU runs, as ratios to KD within each run (the runs did not all get the same machine: compare "
             "absolute times only within a run or a pair; memory was measured in the first two only):",
-            "",
             _gpu_ratio_table(runs),
-            "",
-        ]
-        out += [f"* {lab}: `{payload['command']}` ({payload['date']})" for _, lab, payload in runs]
-        out.append("")
+            runs,
+        )
     out += _launch_bound_paragraph(head, {lab: payload for _, lab, payload in runs})
     return out
 

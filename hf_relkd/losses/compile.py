@@ -15,11 +15,20 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["compile_losses", "LOSS_COMPILE_MODES"]
+__all__ = ["check_loss_compile_mode", "compile_losses", "LOSS_COMPILE_MODES"]
 
 # CUDA-graph modes ("reduce-overhead", "max-autotune") are excluded: a graph replay overwrites its previous outputs,
 # and the trainer keeps each step's loss terms for logging
 LOSS_COMPILE_MODES = (None, "default", "max-autotune-no-cudagraphs")
+
+
+def check_loss_compile_mode(mode: str | None, argument: str = "mode") -> None:
+    """Raise a ``ValueError`` naming ``argument`` unless ``mode`` is one of :data:`LOSS_COMPILE_MODES`."""
+    if mode not in LOSS_COMPILE_MODES:
+        raise ValueError(
+            f"`{argument}` must be one of {LOSS_COMPILE_MODES}, got {mode!r}: the CUDA-graph modes overwrite the "
+            "loss terms a step keeps for logging; use 'default'."
+        )
 
 
 def compile_losses(
@@ -39,11 +48,7 @@ def compile_losses(
     Returns:
         The number of functions compiled by this call.
     """
-    if mode not in LOSS_COMPILE_MODES:
-        raise ValueError(
-            f"`mode` must be one of {LOSS_COMPILE_MODES} for the losses, got {mode!r} (the CUDA-graph modes "
-            "overwrite the outputs of a step that are still held for logging)."
-        )
+    check_loss_compile_mode(mode)
     compiled = 0
     for sub in module.modules():
         for name in getattr(sub, "compilable_functions", ()):

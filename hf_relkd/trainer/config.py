@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ..losses.compile import LOSS_COMPILE_MODES
+from ..losses.compile import check_loss_compile_mode
 
 logger = logging.getLogger(__name__)
 
@@ -265,11 +265,7 @@ class RelationalDistillationConfig(TrainingArguments):
             raise ValueError(
                 f"`teacher_compile_mode` must be one of {compile_modes}, got {self.teacher_compile_mode!r}."
             )
-        if self.loss_compile_mode not in LOSS_COMPILE_MODES:
-            raise ValueError(
-                f"`loss_compile_mode` must be one of {LOSS_COMPILE_MODES}, got {self.loss_compile_mode!r} (the CUDA-"
-                "graph modes overwrite the loss terms a step keeps for logging; use 'default')."
-            )
+        check_loss_compile_mode(self.loss_compile_mode, "loss_compile_mode")
         if self.lr_decay_epochs is not None:
             self.lr_decay_epochs = sorted(float(e) for e in self.lr_decay_epochs)
             if any(e <= 0 for e in self.lr_decay_epochs):

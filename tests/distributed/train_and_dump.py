@@ -107,9 +107,7 @@ def ddp_backend(world: int) -> str | None:
     """The process-group backend the runs use with ``world`` processes (``None`` for one process)."""
     if world == 1:
         return None
-    if DEVICE == "cuda" and torch.cuda.device_count() >= world:
-        return "nccl"
-    return "gloo"
+    return "nccl" if DEVICE == "cuda" and not share_one_gpu(world) else "gloo"
 
 
 def share_one_gpu(world: int) -> bool:
@@ -256,9 +254,8 @@ def run(name: str, init_file: str, out_dir: str) -> None:
 def main(argv: list[str]) -> None:
     init_file, out_dir, *names = argv
     if share_one_gpu(_rank_and_world()[1]):
-        os.environ["LOCAL_RANK"] = (
-            "0"  # read by accelerate when the arguments pick the device: cuda:0 for all
-        )
+        # read by accelerate when the arguments pick the device: cuda:0 for every process
+        os.environ["LOCAL_RANK"] = "0"
     for name in names or list(CONFIGS):
         run(name, init_file, out_dir)
     if dist.is_initialized():
