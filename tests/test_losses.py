@@ -572,8 +572,13 @@ def test_rrd_state_dict_round_trip_restores_queue_and_pointer():
     assert {"queue.keys", "queue.ptr", "queue.num_enqueued"} <= set(state)
 
     restored = _rrd_module(seed=6)
+    restored(
+        *_features(4, 500)
+    )  # its own write position (4) is now known on the host: loading must replace it
+    assert restored.queue.fill == 0.4
     assert not torch.equal(restored.queue.keys, module.queue.keys)
     restored.load_state_dict(state)
+    assert restored.queue.fill == module.queue.fill == 1.0
     assert torch.equal(restored.queue.keys, module.queue.keys)
     assert restored.queue.ptr.dtype == torch.long and int(restored.queue.ptr) == int(module.queue.ptr) == 2
     assert int(restored.queue.num_enqueued) == 12
@@ -919,7 +924,9 @@ def test_compile_losses_compiles_each_core_once_and_computes_the_same_values_and
     modules = {name: module for name, (_, module) in inputs(0, 6).items()}
     compiled = {name: copy.deepcopy(module) for name, module in modules.items()}
     holder = torch.nn.ModuleDict(compiled)
-    assert compile_losses(holder, backend="aot_eager") == 5  # VRM has two cores: pruning mask and terms
+    # VRM has two cores (pruning mask, terms), RRD two (the loss alone, used when keys are enqueued before it, and
+    # projections + loss)
+    assert compile_losses(holder, backend="aot_eager") == 6
     assert compile_losses(holder, backend="aot_eager") == 0  # already compiled
     assert holder.state_dict().keys() == torch.nn.ModuleDict(modules).state_dict().keys()
     for seed, b in [(1, 6), (2, 6), (3, 5)]:  # a second batch size recompiles; the values must not change
@@ -935,6 +942,11 @@ def test_compile_losses_compiles_each_core_once_and_computes_the_same_values_and
     torch.testing.assert_close(
         compiled["rrd"].queue.keys, modules["rrd"].queue.keys
     )  # the queue stayed eager
+    # the heads' parameters are arguments of the compiled function: the student head gets the same gradient
+    head, eager_head = compiled["rrd"].student_head, modules["rrd"].student_head
+    for p, q in zip(head.parameters(), eager_head.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+    assert compiled["rrd"].teacher_head.weight.grad is None
 
 
 def test_compile_losses_rejects_cuda_graph_modes():

@@ -520,7 +520,7 @@ def test_compiled_losses_give_the_same_training(tmp_path):
         for module in compiled.distillation_methods.modules()
         for name in getattr(module, "compilable_functions", ())
     ]
-    assert len(cores) == 5  # kd, rkd, rrd, and vrm's pruning mask and terms
+    assert len(cores) == 6  # kd, rkd, rrd (loss alone, projections + loss), vrm (pruning mask, terms)
     for module, name in cores:
         assert hasattr(getattr(module, name), "_torchdynamo_orig_callable"), (type(module).__name__, name)
     assert compiled.distillation_methods.state_dict().keys() == eager.distillation_methods.state_dict().keys()

@@ -37,16 +37,27 @@ class FIFOQueue(nn.Module):
         self.register_buffer("keys", F.normalize(torch.randn(self.size, self.dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("num_enqueued", torch.zeros((), dtype=torch.long))
+        # host copies of (ptr, num_enqueued): the write position is known without reading the device, so an enqueue
+        # is one slice copy (two when it wraps) instead of index arithmetic on the device, and the fill is a Python
+        # number. Read from the buffers once (lazily) and again after load_state_dict.
+        self._host_position: tuple[int, int] | None = None
+        self.register_load_state_dict_post_hook(_forget_host_position)
+
+    def _position(self) -> tuple[int, int]:
+        if self._host_position is None:
+            self._host_position = (int(self.ptr), int(self.num_enqueued))
+        return self._host_position
 
     def fill_fraction(self) -> Tensor:
         """Fraction of the queue that holds real keys rather than its random initialisation, as a 0-d tensor on the
-        queue's device (reading it does not synchronise with the device)."""
-        return (self.num_enqueued.float() / self.size).clamp(max=1.0)
+        queue's device."""
+        return self.keys.new_tensor(self.fill)
 
     @property
     def fill(self) -> float:
-        """:meth:`fill_fraction` as a Python float."""
-        return float(self.fill_fraction())
+        """Fraction of the queue that holds real keys rather than its random initialisation (a Python float; reading
+        it does not wait for the device)."""
+        return min(1.0, self._position()[1] / self.size)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
@@ -58,10 +69,19 @@ class FIFOQueue(nn.Module):
         if keys.shape[0] > self.size:
             keys = keys[-self.size :]
         n = keys.shape[0]
-        idx = (self.ptr + torch.arange(n, device=self.keys.device)) % self.size
-        self.keys.index_copy_(0, idx, keys)
-        self.ptr.copy_((self.ptr + n) % self.size)
-        self.num_enqueued.add_(n)
+        ptr, count = self._position()
+        head = min(n, self.size - ptr)
+        self.keys[ptr : ptr + head].copy_(keys[:head])
+        if head < n:  # wrap around to the start
+            self.keys[: n - head].copy_(keys[head:])
+        ptr, count = (ptr + n) % self.size, count + n
+        self.ptr.fill_(ptr)
+        self.num_enqueued.fill_(count)
+        self._host_position = (ptr, count)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
+
+
+def _forget_host_position(module: FIFOQueue, incompatible_keys) -> None:
+    module._host_position = None

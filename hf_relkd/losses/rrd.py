@@ -41,7 +41,9 @@ class RRDLoss(nn.Module):
             forward of this module; the trainer commits right after each backward.
     """
 
-    compilable_functions = ("_loss_fn",)  # the heads and the queue stay eager (see hf_relkd.losses.compile)
+    # the projections and the loss in one function (the heads' parameters are its arguments, the queue a read-only
+    # input), so compiling fuses them; the queue update stays eager (see hf_relkd.losses.compile)
+    compilable_functions = ("_loss_fn", "_project_and_loss_fn")
     _loss_fn = staticmethod(rrd_loss)
 
     def __init__(
@@ -76,11 +78,11 @@ class RRDLoss(nn.Module):
 
     def embed_student(self, student_features: Tensor) -> Tensor:
         """Project and L2-normalise student features (float32)."""
-        return F.normalize(self.student_head(student_features.flatten(1).float()), dim=1)
+        return _project(student_features, self.student_head.weight, self.student_head.bias)
 
     def embed_teacher(self, teacher_features: Tensor) -> Tensor:
         """Project and L2-normalise teacher features (float32, no gradient)."""
-        return F.normalize(self.teacher_head(teacher_features.detach().flatten(1).float()), dim=1).detach()
+        return _project(teacher_features.detach(), self.teacher_head.weight, self.teacher_head.bias).detach()
 
     def forward(self, student_features: Tensor, teacher_features: Tensor) -> Tensor:
         """Returns the RRD loss for ``(B, D_s)`` student and ``(B, D_t)`` teacher features and updates the queue.
@@ -88,16 +90,46 @@ class RRDLoss(nn.Module):
         The queue is only updated in training mode, so evaluating never changes it.
         """
         self.commit_enqueue()
-        s = self.embed_student(student_features)
-        t = self.embed_teacher(teacher_features)
         if self.training and self.enqueue_before_loss:
+            s = self.embed_student(student_features)
+            t = self.embed_teacher(teacher_features)
             # written before this step's loss reads the queue; the next write happens at the next forward
             self.queue.enqueue(t)
-        memory = self.queue.keys if self.defer_enqueue else self.queue.keys.clone()
-        loss = self._loss_fn(s, t, memory, self.student_temperature, self.teacher_temperature)
+            return self._loss_fn(s, t, self._memory(), self.student_temperature, self.teacher_temperature)
+        loss, t = self._project_and_loss_fn(
+            student_features,
+            teacher_features,
+            self.student_head.weight,
+            self.student_head.bias,
+            self.teacher_head.weight,
+            self.teacher_head.bias,
+            self._memory(),
+            self.student_temperature,
+            self.teacher_temperature,
+        )
         if self.training and not self.enqueue_before_loss:
             self._enqueue(t)
         return loss
+
+    def _memory(self) -> Tensor:
+        return self.queue.keys if self.defer_enqueue else self.queue.keys.clone()
+
+    @staticmethod
+    def _project_and_loss_fn(
+        student_features: Tensor,
+        teacher_features: Tensor,
+        student_weight: Tensor,
+        student_bias: Tensor,
+        teacher_weight: Tensor,
+        teacher_bias: Tensor,
+        memory: Tensor,
+        student_temperature: float,
+        teacher_temperature: float,
+    ) -> tuple[Tensor, Tensor]:
+        """:func:`rrd_loss` of the projected features, and the teacher keys (embeddings) to enqueue."""
+        s = _project(student_features, student_weight, student_bias)
+        t = _project(teacher_features.detach(), teacher_weight, teacher_bias).detach()
+        return rrd_loss(s, t, memory, student_temperature, teacher_temperature), t
 
     def _enqueue(self, keys: Tensor) -> None:
         if self.defer_enqueue:
@@ -118,6 +150,11 @@ class RRDLoss(nn.Module):
             f"student_temperature={self.student_temperature}, teacher_temperature={self.teacher_temperature}, "
             f"enqueue_before_loss={self.enqueue_before_loss}"
         )
+
+
+def _project(features: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``normalize(features · Wᵀ + b)`` in float32 (the features flattened to ``(B, D)``)."""
+    return F.normalize(F.linear(features.flatten(1).float(), weight, bias), dim=1)
 
 
 def _commit_before_state_dict(module: RRDLoss, prefix: str, keep_vars: bool) -> None:

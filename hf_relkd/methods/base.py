@@ -86,8 +86,9 @@ class DistillationMethod(nn.Module):
     def metrics(self) -> dict[str, float | Tensor]:
         """Extra diagnostics to log after a step (e.g. queue fill); keys are logged as given.
 
-        Return 0-d tensors rather than Python numbers where the value lives on the device: the trainer averages them
-        on the device and reads them only when it logs, so a step never waits for the GPU."""
+        Return 0-d tensors where the value lives on the device (the trainer averages them on the device and reads them
+        only when it logs, so a step never waits for the GPU) and Python numbers where it is known on the host (they
+        are averaged on the host; converting them to device tensors every step would cost a copy each)."""
         return {}
 
 

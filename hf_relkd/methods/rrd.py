@@ -41,5 +41,5 @@ class RRDMethod(DistillationMethod):
     def after_backward(self) -> None:
         self.loss.commit_enqueue()
 
-    def metrics(self) -> dict[str, Tensor]:
-        return {"rrd/queue_fill": self.loss.queue.fill_fraction()}
+    def metrics(self) -> dict[str, float]:
+        return {"rrd/queue_fill": self.loss.queue.fill}

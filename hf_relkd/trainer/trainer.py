@@ -537,9 +537,7 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         store["teacher_agreement"].append(agreement)
         for method in self.distillation_methods.values():
             for name, value in method.metrics().items():
-                store[name].append(
-                    torch.as_tensor(value, dtype=torch.float32, device=agreement.device).detach()
-                )
+                store[name].append(value.detach().float() if isinstance(value, Tensor) else float(value))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the averages of the recorded per-term losses and diagnostics since the last log, then logs."""
@@ -547,7 +545,8 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         recorded = self._metrics[mode]
         if recorded:
             names = sorted(recorded)
-            means = torch.stack([torch.stack(recorded[name]).mean() for name in names])
+            device = self.args.device
+            means = torch.stack([_mean(recorded[name], device) for name in names])
             means = self.accelerator.reduce(means, reduction="mean") if is_distributed() else means
             prefix = "eval_" if mode == "eval" else ""
             logs.update({f"{prefix}{name}": round(float(v), 6) for name, v in zip(names, means.tolist())})
@@ -760,6 +759,13 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
             except Exception:
                 logger.warning("Could not write the model card before pushing.", exc_info=True)
         super()._push_from_checkpoint(checkpoint_folder)
+
+
+def _mean(values: list[Tensor | float], device: torch.device) -> Tensor:
+    """Mean of recorded values: device tensors stacked on the device, host numbers averaged on the host (one copy)."""
+    if all(isinstance(v, Tensor) for v in values):
+        return torch.stack(values).mean().to(device)
+    return torch.tensor([float(v) for v in values], dtype=torch.float32).mean().to(device)
 
 
 def _capturing(tap: FeatureTap | None) -> contextlib.AbstractContextManager:

@@ -88,7 +88,10 @@ class RecordingTrainer(RelationalDistillationTrainer):
     def log(self, logs, start_time=None):
         if self.model.training and self._metrics["train"]:
             self.local_means.append(
-                {name: float(torch.stack(values).mean()) for name, values in self._metrics["train"].items()}
+                {
+                    name: sum(float(v) for v in values) / len(values)  # device tensors and host numbers
+                    for name, values in self._metrics["train"].items()
+                }
             )
         super().log(logs, start_time)
 
