@@ -216,6 +216,15 @@ class RelationalDistillationConfig(TrainingArguments):
             "does not list pixel_values_virtual."
         },
     )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "transformers' True replaces a NaN/inf step loss by the running average in the logged loss, which "
+            "reads every step's loss on the host: two device synchronisations per step, which stall a GPU step bound "
+            "by kernel launches. False (here) logs a non-finite loss as it is, which a diverging distillation should "
+            "show anyway; training is the same either way."
+        },
+    )
 
     def __post_init__(self):
         self._resolve_and_validate_distillation()

@@ -431,14 +431,16 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         teacher_logits, teacher_features = self._teacher_forward(student_input)
         outputs, student_logits, student_features = self._student_forward(model, student_input)
 
+        def real_view(x: Tensor) -> Tensor:
+            # slice only when there is a virtual half: the backward of a slice is a zero fill and a copy
+            return x if virtual is None else x[:batch_size]
+
         step = StepOutputs(
-            labels=labels,
-            student_logits=student_logits[:batch_size],
-            teacher_logits=teacher_logits[:batch_size],
+            labels=labels, student_logits=real_view(student_logits), teacher_logits=real_view(teacher_logits)
         )
         if student_features is not None:
-            step.student_features = student_features[:batch_size]
-            step.teacher_features = teacher_features[:batch_size]
+            step.student_features = real_view(student_features)
+            step.teacher_features = real_view(teacher_features)
         if virtual is not None:
             step.student_logits_virtual = student_logits[batch_size:]
             step.teacher_logits_virtual = teacher_logits[batch_size:]
