@@ -102,6 +102,58 @@ def test_step_cost_rejects_unknown_method(tmp_path):
     assert proc.returncode == 2 and "unknown method" in proc.stderr
 
 
+def _import_benchmark(name: str):
+    import importlib
+
+    sys.path.insert(
+        0, BENCHMARKS
+    )  # the scripts import their siblings (`import common`), as when run as scripts
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+
+def test_dispatch_count_counts_kernels_syncs_and_the_optimizer_apart():
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    dispatch_count = _import_benchmark("dispatch_count")
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        x = torch.arange(6.0).view(2, 3)  # arange: 1 kernel; view: none
+        y = x.to(torch.float64).t()  # the copy inside `to`: 1; t: none
+        total = (y * 2).sum()  # mul, sum: 2
+        torch.zeros_like(x)  # the fill inside zeros_like: 1
+        x.float()  # already float32: nothing
+        assert total.item() == 30.0  # a sync
+        weight.grad = torch.ones(3)  # ones: 1
+        optimizer.step()  # counted apart
+    counts = dispatch_count.count_events(prof.events())
+    assert sum(counts["dispatches"].values()) == 6, counts["dispatches"]
+    assert counts["dispatches"]["aten::copy_"] == 1 and counts["dispatches"]["aten::mul"] == 1
+    assert counts["syncs"] == 1
+    assert counts["optimizer"] >= 1
+
+
+def test_dispatch_count_smoke(tmp_path):
+    payload = run_script("dispatch_count.py", tmp_path)
+    _check_header(payload, "dispatch_count")
+    assert list(payload["variants"]) == ["eager", "compiled"]
+    for variant, methods in payload["variants"].items():
+        assert list(methods) == ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "kd_plain"], variant
+        for name, entry in methods.items():
+            assert entry["dispatches"] == pytest.approx(sum(entry["by_operator"].values()))
+            assert entry["optimizer"] > 0, (variant, name)
+            # a training step reads nothing back from the device (the config turns the NaN filter's reads off)
+            assert entry["syncs"] == 0, (variant, name)
+    eager, compiled = payload["variants"]["eager"], payload["variants"]["compiled"]
+    assert eager["rkd"]["dispatches"] > eager["kd"]["dispatches"] > eager["ce"]["dispatches"]
+    assert compiled["rkd"]["dispatches"] < eager["rkd"]["dispatches"]
+    assert compiled["vrm"]["dispatches"] < eager["vrm"]["dispatches"]
+
+
 def test_loss_scaling_smoke(tmp_path):
     payload = run_script("loss_scaling.py", tmp_path)
     _check_header(payload, "loss_scaling")
