@@ -206,6 +206,7 @@ def count_method(name: str, args, device: torch.device, compiled: bool) -> dict[
     counts = count_events(profiler.events())
     per_step = {op: n / args.steps for op, n in sorted(counts["dispatches"].items())}
     return {
+        "label": step_cost.METHODS[name].label,
         "dispatches": sum(per_step.values()),
         "optimizer": counts["optimizer"] / args.steps,
         "syncs": counts["syncs"] / args.steps,
@@ -239,7 +240,7 @@ def to_markdown(payload: dict[str, Any]) -> str:
         ]
         rows = [
             [
-                step_cost.METHODS[name].label,
+                entry["label"],
                 common.fmt(entry["dispatches"]),
                 f"{entry['dispatches'] - kd['dispatches']:+.1f}",
                 common.fmt(entry["dispatches"] / kd["dispatches"], 3),

@@ -286,7 +286,69 @@ def _gpu() -> list[str]:
             runs,
         )
     out += _launch_bound_paragraph(head, {lab: payload for _, lab, payload in runs})
+    out += _dispatches()
     return out
+
+
+def _dispatches() -> list[str]:
+    """What each method adds to the step in kernel-launching operator calls, eager and with loss_compile (the
+    device-independent count behind the launch-bound GPU ratios)."""
+    payload = _load("dispatch_count_cpu")
+    if payload is None:
+        return []
+    variants = payload["variants"]
+    eager, compiled = variants["eager"], variants.get("compiled")
+    headers = ["Method", "Dispatches / step", "+ vs KD"]
+    if compiled:
+        headers += ["with loss_compile", "+ vs KD"]
+    rows = []
+    for name, entry in eager.items():
+        row = [
+            entry["label"],
+            common.fmt(entry["dispatches"]),
+            f"{entry['dispatches'] - eager['kd']['dispatches']:+.0f}",
+        ]
+        if compiled:
+            row += [
+                common.fmt(compiled[name]["dispatches"]),
+                f"{compiled[name]['dispatches'] - compiled['kd']['dispatches']:+.0f}",
+            ]
+        rows.append(row)
+    syncs = max(e["syncs"] for v in variants.values() for e in v.values())
+
+    def added(variant: dict[str, Any], name: str) -> str:
+        extra = variant[name]["dispatches"] - variant["kd"]["dispatches"]
+        return f"{extra:+.0f} ({extra / variant['kd']['dispatches']:+.0%})"
+
+    summary = (
+        f"Eager, RKD adds {added(eager, 'rkd')} to KD's dispatches and VRM {added(eager, 'vrm')}: the launches "
+        f"behind their GPU ratios above; RRD adds {added(eager, 'rrd')}."
+    )
+    if compiled:
+        largest = max(
+            compiled[n]["dispatches"] - compiled["kd"]["dispatches"] for n in ("rkd", "rrd", "rrd_kd", "vrm")
+        )
+        summary += (
+            f" With loss_compile every method is within {largest:.0f} ATen dispatches of KD (inductor's own kernels "
+            "come on top)."
+        )
+    return [
+        "How many operators each method adds is counted on any machine by `benchmarks/dispatch_count.py`: "
+        "kernel-launching ATen calls per training step outside the optimizer step (counted apart: per-parameter "
+        "loops on a CPU, `foreach` calls on CUDA), for the same networks, batch and Trainer path as the step-cost "
+        f"runs, in fp32 on the CPU machine. {_provenance(payload)}. With loss_compile, the kernels inductor "
+        "generates are not ATen calls and are not counted: those columns are lower bounds. "
+        + (
+            "No step reads a value back from the device (0 host syncs per step)."
+            if syncs == 0
+            else f"Up to {syncs:g} host syncs per step."
+        )
+        + " "
+        + summary,
+        "",
+        common.markdown_table(headers, rows),
+        "",
+    ]
 
 
 def _target_ratio(payload: dict[str, Any], method: str, metric: str = "time") -> float | None:
@@ -350,7 +412,8 @@ def _launch_bound_paragraph(head: dict[str, Any], runs: dict[str, dict[str, Any]
             f"{ratio(compiled, 'rrd')}×). Measured alone, in units of the same run's teacher forward: RKD's loss "
             f"{share(eager, 'rkd_loss')} → {share(compiled, 'rkd_loss')}, VRM's {share(eager, 'vrm_loss')} → "
             f"{share(compiled, 'vrm_loss')}, RRD's {share(eager, 'rrd_loss')} → {share(compiled, 'rrd_loss')} (two "
-            f"matrix products with the queue, nothing to fuse) and KD's {share(eager, 'kd_loss')} → "
+            "matrix products with the queue; its heads and normalisation were outside the compiled function then, "
+            f"they are inside now) and KD's {share(eager, 'kd_loss')} → "
             f"{share(compiled, 'kd_loss')} (too small: the compiled call's overhead exceeds its few launches), so "
             "part of the compiled RKD/VRM ratio comes from a slower KD step. Turn it on for RKD and VRM runs on "
             "GPUs. A compiled teacher (`teacher_compile`, default mode) left the ratios where they were; the "
@@ -365,8 +428,9 @@ def _launch_bound_paragraph(head: dict[str, Any], runs: dict[str, dict[str, Any]
 
     text.append(
         f"The Trainer's KD step is {plain:.2f}× the hand-written loop here, while it is at parity on the CPU: the "
-        "Trainer's own per-step host work (callbacks, Accelerate's wrappers, and the host-device synchronisation "
-        f"of `logging_nan_inf_filter`'s NaN/Inf check of every step's loss) is a fixed {overhead(head)} ms"
+        "Trainer's own per-step host work (callbacks, Accelerate's wrappers and, in these runs, the two host-device "
+        "synchronisations of `logging_nan_inf_filter`'s NaN/Inf check of every step's loss, which "
+        f"`RelationalDistillationConfig` has turned off by default since) is a fixed {overhead(head)} ms"
         + (f" ({overhead(fp32)} ms in fp32)" if fp32 else "")
         + ", visible only when the step is this short."
     )

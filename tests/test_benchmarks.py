@@ -145,6 +145,7 @@ def test_dispatch_count_smoke(tmp_path):
         assert list(methods) == ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "kd_plain"], variant
         for name, entry in methods.items():
             assert entry["dispatches"] == pytest.approx(sum(entry["by_operator"].values()))
+            assert entry["label"]
             assert entry["optimizer"] > 0, (variant, name)
             # a training step reads nothing back from the device (the config turns the NaN filter's reads off)
             assert entry["syncs"] == 0, (variant, name)
