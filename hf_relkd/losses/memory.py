@@ -22,6 +22,10 @@ class FIFOQueue(nn.Module):
     processes before they enter the queue, so every process holds the same queue, equal to the one a single process
     with the global batch would hold.
 
+    The buffers ``ptr`` and ``num_enqueued`` are written by :meth:`enqueue` and read back once: the queue keeps their
+    values on the host, so an enqueue never waits for the device. Restore them with ``load_state_dict`` (which
+    refreshes the host copy) rather than by writing the buffers in place.
+
     Args:
         size: number of keys ``K``.
         dim: key width ``D``.
