@@ -286,58 +286,59 @@ def _gpu() -> list[str]:
             runs,
         )
     out += _launch_bound_paragraph(head, {lab: payload for _, lab, payload in runs})
-    out += _dispatches()
+    out += _kernels()
     return out
 
 
-def _dispatches() -> list[str]:
-    """What each method adds to the step in kernel-launching operator calls, eager and with loss_compile (the
-    device-independent count behind the launch-bound GPU ratios)."""
-    payload = _load("dispatch_count_cpu")
+def _kernels() -> list[str]:
+    """What each method adds to the step in kernels, eager and with loss_compile (the device-independent count behind
+    the launch-bound GPU ratios)."""
+    payload = _load("kernel_count_cpu")
     if payload is None:
         return []
     variants = payload["variants"]
     eager, compiled = variants["eager"], variants.get("compiled")
-    headers = ["Method", "Dispatches / step", "+ vs KD"]
+    headers = ["Method", "Kernels / step", "+ vs KD"]
     if compiled:
         headers += ["with loss_compile", "+ vs KD"]
     rows = []
     for name, entry in eager.items():
         row = [
             entry["label"],
-            common.fmt(entry["dispatches"]),
-            f"{entry['dispatches'] - eager['kd']['dispatches']:+.0f}",
+            common.fmt(entry["kernels"]),
+            f"{entry['kernels'] - eager['kd']['kernels']:+.0f}",
         ]
         if compiled:
             row += [
-                common.fmt(compiled[name]["dispatches"]),
-                f"{compiled[name]['dispatches'] - compiled['kd']['dispatches']:+.0f}",
+                common.fmt(compiled[name]["kernels"]),
+                f"{compiled[name]['kernels'] - compiled['kd']['kernels']:+.0f}",
             ]
         rows.append(row)
     syncs = max(e["syncs"] for v in variants.values() for e in v.values())
 
     def added(variant: dict[str, Any], name: str) -> str:
-        extra = variant[name]["dispatches"] - variant["kd"]["dispatches"]
-        return f"{extra:+.0f} ({extra / variant['kd']['dispatches']:+.0%})"
+        extra = variant[name]["kernels"] - variant["kd"]["kernels"]
+        return f"{extra:+.0f} ({extra / variant['kd']['kernels']:+.0%})"
 
     summary = (
-        f"Eager, RKD adds {added(eager, 'rkd')} to KD's dispatches and VRM {added(eager, 'vrm')}: the launches "
-        f"behind their GPU ratios above; RRD adds {added(eager, 'rrd')}."
+        f"Eager, RKD adds {added(eager, 'rkd')} to KD's kernels and VRM {added(eager, 'vrm')}: the launches behind "
+        f"their GPU ratios above; RRD adds {added(eager, 'rrd')}."
     )
     if compiled:
         largest = max(
-            compiled[n]["dispatches"] - compiled["kd"]["dispatches"] for n in ("rkd", "rrd", "rrd_kd", "vrm")
+            compiled[n]["kernels"] - compiled["kd"]["kernels"] for n in ("rkd", "rrd", "rrd_kd", "vrm")
         )
         summary += (
-            f" With loss_compile every method is within {largest:.0f} ATen dispatches of KD (inductor's own kernels "
+            f" With loss_compile every method is within {largest:.0f} ATen kernels of KD (inductor's own kernels "
             "come on top)."
         )
     return [
-        "How many operators each method adds is counted on any machine by `benchmarks/dispatch_count.py`: "
-        "kernel-launching ATen calls per training step outside the optimizer step (counted apart: per-parameter "
-        "loops on a CPU, `foreach` calls on CUDA), for the same networks, batch and Trainer path as the step-cost "
-        f"runs, in fp32 on the CPU machine. {_provenance(payload)}. With loss_compile, the kernels inductor "
-        "generates are not ATen calls and are not counted: those columns are lower bounds. "
+        "How many kernels each method adds is counted on any machine by `benchmarks/kernel_count.py`: ATen "
+        "operators that run a kernel (a composite counts its parts), per training step, outside the optimizer step "
+        "(counted apart: per-parameter loops on a CPU, `foreach` calls on CUDA), for the same networks, batch and "
+        f"Trainer path as the step-cost runs, in fp32 on the CPU machine. {_provenance(payload)}. With "
+        "loss_compile, the kernels inductor generates are not ATen operators and are not counted: those columns are "
+        "lower bounds. "
         + (
             "No step reads a value back from the device (0 host syncs per step)."
             if syncs == 0

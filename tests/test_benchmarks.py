@@ -114,11 +114,11 @@ def _import_benchmark(name: str):
         sys.path.remove(BENCHMARKS)
 
 
-def test_dispatch_count_counts_kernels_syncs_and_the_optimizer_apart():
+def test_kernel_count_counts_kernels_syncs_and_the_optimizer_apart():
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    dispatch_count = _import_benchmark("dispatch_count")
+    kernel_count = _import_benchmark("kernel_count")
     weight = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([weight], lr=0.1)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -127,32 +127,36 @@ def test_dispatch_count_counts_kernels_syncs_and_the_optimizer_apart():
         total = (y * 2).sum()  # mul, sum: 2
         torch.zeros_like(x)  # the fill inside zeros_like: 1
         x.float()  # already float32: nothing
+        torch.nn.functional.cross_entropy(x, torch.tensor([0, 1]))  # a composite: log_softmax, nll_loss: 2
+        torch.where(x > 1, x, 0.0)  # gt, where (a composite overload around a kernel): 2
+        x.flatten().contiguous()  # views, already contiguous: nothing
         assert total.item() == 30.0  # a sync
         weight.grad = torch.ones(3)  # ones: 1
         optimizer.step()  # counted apart
-    counts = dispatch_count.count_events(prof.events())
-    assert sum(counts["dispatches"].values()) == 6, counts["dispatches"]
-    assert counts["dispatches"]["aten::copy_"] == 1 and counts["dispatches"]["aten::mul"] == 1
+    counts = kernel_count.count_events(prof.events())
+    kernels = counts["kernels"]
+    assert sum(kernels.values()) == 10, kernels
+    assert kernels["aten::copy_"] == 1 and kernels["aten::mul"] == 1
     assert counts["syncs"] == 1
     assert counts["optimizer"] >= 1
 
 
-def test_dispatch_count_smoke(tmp_path):
-    payload = run_script("dispatch_count.py", tmp_path)
-    _check_header(payload, "dispatch_count")
+def test_kernel_count_smoke(tmp_path):
+    payload = run_script("kernel_count.py", tmp_path)
+    _check_header(payload, "kernel_count")
     assert list(payload["variants"]) == ["eager", "compiled"]
     for variant, methods in payload["variants"].items():
         assert list(methods) == ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "kd_plain"], variant
         for name, entry in methods.items():
-            assert entry["dispatches"] == pytest.approx(sum(entry["by_operator"].values()))
+            assert entry["kernels"] == pytest.approx(sum(entry["by_operator"].values()))
             assert entry["label"]
             assert entry["optimizer"] > 0, (variant, name)
             # a training step reads nothing back from the device (the config turns the NaN filter's reads off)
             assert entry["syncs"] == 0, (variant, name)
     eager, compiled = payload["variants"]["eager"], payload["variants"]["compiled"]
-    assert eager["rkd"]["dispatches"] > eager["kd"]["dispatches"] > eager["ce"]["dispatches"]
-    assert compiled["rkd"]["dispatches"] < eager["rkd"]["dispatches"]
-    assert compiled["vrm"]["dispatches"] < eager["vrm"]["dispatches"]
+    assert eager["rkd"]["kernels"] > eager["kd"]["kernels"] > eager["ce"]["kernels"]
+    assert compiled["rkd"]["kernels"] < eager["rkd"]["kernels"]
+    assert compiled["vrm"]["kernels"] < eager["vrm"]["kernels"]
 
 
 def test_loss_scaling_smoke(tmp_path):

@@ -1,13 +1,15 @@
-"""Operator dispatches and device synchronisations per training step of every method, on any machine.
+"""Kernels and device synchronisations per training step of every method, counted on any machine.
 
 On a GPU the CIFAR-sized step is bound by launching kernels, not by arithmetic: `step_cost.py` on an H100 finds the
-process's CPU time equal to the step's wall time, so every extra operator a method dispatches costs about the same
-few microseconds whatever its size. The GPU time ratios therefore follow the number of operators each method adds
-to the step, a number this script counts with the PyTorch profiler on whatever device it runs on (a CPU is enough):
+process's CPU time equal to the step's wall time, so every extra kernel a method launches costs about the same few
+microseconds whatever its size. The GPU time ratios therefore follow the number of kernels each method adds to the
+step, which this script counts with the PyTorch profiler on whatever device it runs on (a CPU is enough):
 
-* **dispatches**: calls into the ATen operators that run a kernel (top level only: the operators a composite one
-  calls are part of it; views, metadata queries and allocations are not counted; conversions and factories such as
-  ``to`` or ``zeros_like`` count the kernels they call), outside the optimizer step;
+* **kernels**: the ATen operators that run a kernel, outside the optimizer step. An operator that calls others (a
+  composite such as ``cross_entropy`` or ``kl_div``, a conversion such as ``to``) counts the kernels of those it calls;
+  one that calls none counts one. Views, metadata queries and allocations count nothing. (An operator that both runs
+  its own kernel and calls a helper, such as a CPU convolution backward converting its input's layout, counts only the
+  helper's: the same for every method.)
 * **optimizer**: the same count inside ``optimizer.step()``, apart because it depends on the device (one ``foreach``
   call per group and operation on CUDA, a loop over the parameters on CPU);
 * **syncs**: reads of a device value on the host (``.item()``, ``float()``, ``bool()`` of a tensor), each a wait for
@@ -15,21 +17,22 @@ to the step, a number this script counts with the PyTorch profiler on whatever d
 
 Every method runs ``trainer.train()`` as a user runs it (the set-up of ``step_cost.py``: resnet32x4 -> resnet8x4,
 batch 64, SGD with momentum, gradient clipping); the counts are the mean over ``--steps`` steps after ``--warmup``
-steps, between ``on_step_begin`` and ``on_step_end`` (fetching the batch is outside). With ``--compile_losses`` the
-kernels inductor generates are single calls outside ATen and are not counted: a compiled step's count is a lower
-bound of its launches (the ATen calls of a compiled region, such as its matrix products, are counted).
+steps, between ``on_step_begin`` and ``on_step_end`` (fetching the batch is outside). With ``loss_compile`` the
+kernels inductor generates are not ATen operators and are not counted: a compiled step's count is a lower bound of
+its launches (the ATen operators a compiled region calls, such as its matrix products, are counted).
 
 Examples::
 
-    python benchmarks/dispatch_count.py                  # eager, then with loss_compile
-    python benchmarks/dispatch_count.py --variants eager --methods rkd,vrm
-    python benchmarks/dispatch_count.py --smoke --output_dir /tmp/bench
+    python benchmarks/kernel_count.py                  # eager, then with loss_compile
+    python benchmarks/kernel_count.py --variants eager --methods rkd,vrm
+    python benchmarks/kernel_count.py --smoke --output_dir /tmp/bench
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import os
 import sys
 import tempfile
@@ -49,7 +52,7 @@ METADATA_OPS = frozenset(f"aten::{name}" for name in (
     "permute", "unsqueeze", "squeeze", "narrow", "split", "split_with_sizes", "chunk", "unbind", "detach", "detach_",
     "lift_fresh", "numpy_T", "resolve_conj", "resolve_neg", "empty", "empty_like", "empty_strided", "new_empty",
     "new_empty_strided", "result_type", "promote_types", "size", "stride", "sym_size", "sym_stride", "sym_numel",
-    "dim", "is_nonzero", "_has_compatible_shallow_copy_type", "set_", "_local_scalar_dense", "item",
+    "dim", "is_nonzero", "_has_compatible_shallow_copy_type", "set_", "_local_scalar_dense", "item", "resize_",
 ))
 # composite operators that run a kernel only in what they call (nothing when there is nothing to change): their
 # children are counted instead of them
@@ -96,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default=os.path.join("benchmarks", "results"))
     parser.add_argument(
-        "--name", default=None, help="result file stem (default: dispatch_count_<device>[_flags])"
+        "--name", default=None, help="result file stem (default: kernel_count_<device>[_flags])"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny models, 1 + 1 steps; for CI")
     args = parser.parse_args(argv)
@@ -128,40 +131,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------------------------------
 # counting
 # ---------------------------------------------------------------------------------------------------------------------
-def count_events(events) -> dict[str, Any]:
-    """Dispatches (by operator), optimizer dispatches and syncs in a list of profiler ``FunctionEvent``s."""
-    dispatches: collections.Counter = collections.Counter()
-    optimizer = syncs = 0
+@functools.cache
+def _composite(name: str) -> bool:
+    """Whether the ATen operator ``name`` ("aten::x") has an overload that PyTorch implements by calling other
+    operators (``CompositeImplicitAutograd``): its kernels are those of what it calls."""
+    packet = getattr(torch.ops.aten, name.removeprefix("aten::"), None)
+    if packet is None:
+        return False
+    for overload in packet.overloads():
+        try:
+            if torch._C._dispatch_has_kernel_for_dispatch_key(
+                getattr(packet, overload).name(), "CompositeImplicitAutograd"
+            ):
+                return True
+        except RuntimeError:  # an overload the dispatcher does not know (TorchScript-only)
+            continue
+    return False
 
-    def visit(event, in_optimizer: bool) -> None:
-        nonlocal optimizer, syncs
+
+def count_events(events) -> dict[str, Any]:
+    """Kernels (by operator), optimizer kernels and syncs in a list of profiler ``FunctionEvent``s.
+
+    An operator with a kernel of its own counts one (helpers it calls internally, such as the copy of a scalar
+    argument, are not counted: a GPU passes those as kernel arguments); a composite or a conversion counts the kernels
+    of the operators it calls; views, metadata queries and allocations count nothing.
+    """
+    kernels: collections.Counter = collections.Counter()
+    optimizer = 0
+
+    def visit(event, in_optimizer: bool) -> int:
+        """Counts the kernels of ``event``'s subtree; returns how many."""
+        nonlocal optimizer
         name = event.name
         in_optimizer = in_optimizer or name.startswith(OPTIMIZER_PREFIX)
-        if name in SYNC_OPS:
-            syncs += 1
-        if name.startswith("aten::") and name not in TRANSPARENT_OPS:
-            if name not in METADATA_OPS:
-                if in_optimizer:
-                    optimizer += 1
-                else:
-                    dispatches[name] += 1
-            if name not in SYNC_OPS:
-                _count_syncs_below(event)
-            return
-        for child in event.cpu_children:
-            visit(child, in_optimizer)
-
-    def _count_syncs_below(event) -> None:
-        nonlocal syncs
-        for child in event.cpu_children:
-            if child.name in SYNC_OPS:
-                syncs += 1
-            _count_syncs_below(child)
+        is_aten = name.startswith("aten::")
+        if is_aten and name in METADATA_OPS:
+            return 0
+        if not is_aten or name in TRANSPARENT_OPS or _composite(name):
+            below = sum(visit(child, in_optimizer) for child in event.cpu_children)
+            # a composite overload calls other operators; when all it calls are views or allocations, the overload
+            # that ran has a kernel of its own (e.g. `where` with a tensor condition, whose scalar overloads compose)
+            if below or not is_aten or name in TRANSPARENT_OPS:
+                return below
+            if any(child.name not in METADATA_OPS for child in event.cpu_children):
+                return 0
+        if in_optimizer:
+            optimizer += 1
+        else:
+            kernels[name] += 1
+        return 1
 
     for event in events:
         if event.cpu_parent is None:
             visit(event, False)
-    return {"dispatches": dispatches, "optimizer": optimizer, "syncs": syncs}
+    syncs = sum(1 for event in events if event.name in SYNC_OPS)
+    return {"kernels": kernels, "optimizer": optimizer, "syncs": syncs}
 
 
 class _ProfileSteps(TrainerCallback):
@@ -181,7 +205,7 @@ class _ProfileSteps(TrainerCallback):
 
 
 def count_method(name: str, args, device: torch.device, compiled: bool) -> dict[str, Any]:
-    """Mean dispatches, optimizer dispatches and syncs per step of ``name`` (through the Trainer, or the plain loop)."""
+    """Mean kernels, optimizer kernels and syncs per step of ``name`` (through the Trainer, or the plain loop)."""
     run_args = argparse.Namespace(**{**vars(args), "compile_losses": compiled})
     total = args.warmup + args.steps
     dataset = step_cost.build_dataset(name, run_args, total)
@@ -204,10 +228,10 @@ def count_method(name: str, args, device: torch.device, compiled: bool) -> dict[
             trainer.train()
             profiler = callback.profiler
     counts = count_events(profiler.events())
-    per_step = {op: n / args.steps for op, n in sorted(counts["dispatches"].items())}
+    per_step = {op: n / args.steps for op, n in sorted(counts["kernels"].items())}
     return {
         "label": step_cost.METHODS[name].label,
-        "dispatches": sum(per_step.values()),
+        "kernels": sum(per_step.values()),
         "optimizer": counts["optimizer"] / args.steps,
         "syncs": counts["syncs"] / args.steps,
         "by_operator": per_step,
@@ -241,9 +265,9 @@ def to_markdown(payload: dict[str, Any]) -> str:
         rows = [
             [
                 entry["label"],
-                common.fmt(entry["dispatches"]),
-                f"{entry['dispatches'] - kd['dispatches']:+.1f}",
-                common.fmt(entry["dispatches"] / kd["dispatches"], 3),
+                common.fmt(entry["kernels"]),
+                f"{entry['kernels'] - kd['kernels']:+.1f}",
+                common.fmt(entry["kernels"] / kd["kernels"], 3),
                 common.fmt(entry["optimizer"]),
                 common.fmt(entry["syncs"]),
                 _added_operators(entry, kd),
@@ -265,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             entry = count_method(name, args, device, compiled=variant == "compiled")
             variants[variant][name] = entry
             print(
-                f"[dispatch_count] {variant:8s} {name:8s}: {entry['dispatches']:.1f} dispatches, "
+                f"[kernel_count] {variant:8s} {name:8s}: {entry['kernels']:.1f} kernels, "
                 f"{entry['optimizer']:.1f} in the optimizer, {entry['syncs']:.1f} syncs per step "
                 f"({time.perf_counter() - start:.1f} s)",
                 flush=True,
@@ -276,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         "steps per method; counted between on_step_begin and on_step_end"
     )
     payload = {
-        "benchmark": "dispatch_count",
-        "title": f"Operator dispatches per step: {args.teacher} → {args.student}, batch {args.batch_size}, "
+        "benchmark": "kernel_count",
+        "title": f"Kernels per training step: {args.teacher} → {args.student}, batch {args.batch_size}, "
         f"{args.image_size}×{args.image_size}, {args.num_classes} classes, {device.type}",
         "command": common.command_line(),
         "date": common.utc_now(),
@@ -286,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: v for k, v in vars(args).items()},
         "variants": variants,
     }
-    parts = ["dispatch_count"] + (["smoke"] if args.smoke else []) + [device.type]
+    parts = ["kernel_count"] + (["smoke"] if args.smoke else []) + [device.type]
     parts += [flag for flag, on in (("bf16", args.bf16), ("channels_last", args.channels_last)) if on]
     markdown = to_markdown(payload)
     paths = common.write_results(args.output_dir, args.name or "_".join(parts), payload, markdown)
