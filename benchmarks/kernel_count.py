@@ -119,12 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.methods = [m for m in step_cost.METHOD_ORDER if m in {*methods, "kd"}]
     args.variants = [v for v in VARIANTS if v in variants] or ["eager"]
     # what step_cost.build_trainer / PlainKDLoop read besides the above
-    args.teacher_dtype, args.compile_teacher, args.compile_mode, args.compile_losses = (
-        None,
-        False,
-        None,
-        False,
-    )
+    vars(args).update(teacher_dtype=None, compile_teacher=False, compile_mode=None, compile_losses=False)
     return args
 
 
@@ -255,7 +250,7 @@ def to_markdown(payload: dict[str, Any]) -> str:
         label = "eager losses" if variant == "eager" else "loss_compile=True (inductor kernels not counted)"
         headers = [
             "Method",
-            "Dispatches / step",
+            "Kernels / step",
             "+ vs KD",
             "× KD",
             "Optimizer",

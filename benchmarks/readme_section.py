@@ -301,33 +301,27 @@ def _kernels() -> list[str]:
     headers = ["Method", "Kernels / step", "+ vs KD"]
     if compiled:
         headers += ["with loss_compile", "+ vs KD"]
+
+    def extra(variant: dict[str, Any], name: str) -> float:
+        return variant[name]["kernels"] - variant["kd"]["kernels"]
+
     rows = []
     for name, entry in eager.items():
-        row = [
-            entry["label"],
-            common.fmt(entry["kernels"]),
-            f"{entry['kernels'] - eager['kd']['kernels']:+.0f}",
-        ]
+        row = [entry["label"], common.fmt(entry["kernels"]), f"{extra(eager, name):+.0f}"]
         if compiled:
-            row += [
-                common.fmt(compiled[name]["kernels"]),
-                f"{compiled[name]['kernels'] - compiled['kd']['kernels']:+.0f}",
-            ]
+            row += [common.fmt(compiled[name]["kernels"]), f"{extra(compiled, name):+.0f}"]
         rows.append(row)
     syncs = max(e["syncs"] for v in variants.values() for e in v.values())
 
     def added(variant: dict[str, Any], name: str) -> str:
-        extra = variant[name]["kernels"] - variant["kd"]["kernels"]
-        return f"{extra:+.0f} ({extra / variant['kd']['kernels']:+.0%})"
+        return f"{extra(variant, name):+.0f} ({extra(variant, name) / variant['kd']['kernels']:+.0%})"
 
     summary = (
         f"Eager, RKD adds {added(eager, 'rkd')} to KD's kernels and VRM {added(eager, 'vrm')}: the launches behind "
         f"their GPU ratios above; RRD adds {added(eager, 'rrd')}."
     )
     if compiled:
-        largest = max(
-            compiled[n]["kernels"] - compiled["kd"]["kernels"] for n in ("rkd", "rrd", "rrd_kd", "vrm")
-        )
+        largest = max(extra(compiled, n) for n in ("rkd", "rrd", "rrd_kd", "vrm"))
         summary += (
             f" With loss_compile every method is within {largest:.0f} ATen kernels of KD (inductor's own kernels "
             "come on top)."

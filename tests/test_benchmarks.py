@@ -105,9 +105,8 @@ def test_step_cost_rejects_unknown_method(tmp_path):
 def _import_benchmark(name: str):
     import importlib
 
-    sys.path.insert(
-        0, BENCHMARKS
-    )  # the scripts import their siblings (`import common`), as when run as scripts
+    # the scripts import their siblings (`import common`), as when run as scripts
+    sys.path.insert(0, BENCHMARKS)
     try:
         return importlib.import_module(name)
     finally:

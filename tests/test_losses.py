@@ -572,9 +572,8 @@ def test_rrd_state_dict_round_trip_restores_queue_and_pointer():
     assert {"queue.keys", "queue.ptr", "queue.num_enqueued"} <= set(state)
 
     restored = _rrd_module(seed=6)
-    restored(
-        *_features(4, 500)
-    )  # its own write position (4) is now known on the host: loading must replace it
+    # its own write position (4) is now known on the host: loading must replace it
+    restored(*_features(4, 500))
     assert restored.queue.fill == 0.4
     assert not torch.equal(restored.queue.keys, module.queue.keys)
     restored.load_state_dict(state)

@@ -107,7 +107,7 @@ class RRDLoss(nn.Module):
             self.student_temperature,
             self.teacher_temperature,
         )
-        if self.training and not self.enqueue_before_loss:
+        if self.training:  # (with enqueue_before_loss, training returned above)
             self._enqueue(t)
         return loss
 
