@@ -66,6 +66,10 @@ OPTIMIZER_PREFIX = "Optimizer.step#"
 VARIANTS = ("eager", "compiled")
 
 
+# what the losses add to the step; activation checkpointing re-runs the student's blocks, which is another question
+DEFAULT_METHODS = [m for m in step_cost.METHOD_ORDER if not step_cost.METHODS[m].activation_checkpointing]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -85,8 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--methods",
-        default=",".join(step_cost.METHOD_ORDER),
-        help=f"comma-separated subset of {','.join(step_cost.METHOD_ORDER)} (kd is always added: it is the reference)",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated subset of {','.join(step_cost.METHOD_ORDER)} (default {','.join(DEFAULT_METHODS)}; kd "
+        "is always added: it is the reference)",
     )
     parser.add_argument("--teacher", default="resnet32x4")
     parser.add_argument("--student", default="resnet8x4")

@@ -124,6 +124,19 @@ def _vrm_memory_paragraph(payload: dict[str, Any]) -> str:
         "the student's backward pass needs, and where the peak sits (the VRM loss's own buffers are freed before "
         "it). With that composition the ratio is 2 − fixed/KD, above 1.8 whenever the fixed part is under a fifth "
         "of KD's peak, as it is for a 1.2 M-parameter student; the paper's GPU measured 323 MB for KD."
+        + _checkpointing_sentence(methods)
+    )
+
+
+def _checkpointing_sentence(methods: dict[str, Any]) -> str:
+    ckpt = methods.get("vrm_ckpt")
+    if not ckpt or ckpt.get("memory_mb") is None or ckpt.get("paired_step_time_ratio_to_kd") is None:
+        return ""
+    return (
+        f" Where memory matters more than time, `activation_checkpointing=True` keeps only the inputs of the "
+        f"student's blocks and runs the blocks again in backward: VRM then peaks at {common.fmt(ckpt['memory_mb'], 1)} "
+        f"MB ({ckpt['memory_ratio_to_kd']:.3f}× KD) for {ckpt['paired_step_time_ratio_to_kd']:.3f}× KD's step time "
+        "(row “VRM, activation checkpointing”; the targets are for the default, without it)."
     )
 
 

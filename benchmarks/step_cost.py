@@ -3,7 +3,8 @@
 For CE only, KD, RKD, RRD, RRD+KD and VRM (resnet32x4 -> resnet8x4, batch 64, 32x32 random images, 100 classes by
 default) this reports the median time per training step after warm-up, the throughput and the peak memory, each also
 as a ratio to KD measured in the same run, plus a hand-written plain-PyTorch KD loop (``kd_plain``) as the reference
-for the Trainer's own overhead. The figures are compared with the targets of the issue and with the VRM paper's
+for the Trainer's own overhead, and VRM once more with the Trainer's ``activation_checkpointing`` (``vrm_ckpt``: what
+a memory-bound VRM user can trade). The figures are compared with the targets of the issue and with the VRM paper's
 Table 7 (per-iteration cost on one GPU).
 
 How a step is timed
@@ -57,7 +58,7 @@ import common
 import torch
 import torch.nn.functional as F
 
-METHOD_ORDER = ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "kd_plain"]
+METHOD_ORDER = ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_ckpt", "kd_plain"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class MethodSpec:
     methods: tuple[str, ...] = ()
     virtual: bool = False
     plain: bool = False
+    activation_checkpointing: bool = (
+        False  # the Trainer's switch: the student's blocks are re-run in backward
+    )
 
 
 METHODS = {
@@ -75,6 +79,9 @@ METHODS = {
     "rrd": MethodSpec("RRD", ("rrd",)),
     "rrd_kd": MethodSpec("RRD+KD", ("rrd", "kd")),
     "vrm": MethodSpec("VRM", ("vrm",), virtual=True),
+    "vrm_ckpt": MethodSpec(
+        "VRM, activation checkpointing", ("vrm",), virtual=True, activation_checkpointing=True
+    ),
     "kd_plain": MethodSpec("KD, plain PyTorch loop", plain=True),
 }
 
@@ -330,12 +337,21 @@ def build_trainer(
         dataloader_num_workers=0,
         dataloader_drop_last=True,
         dataloader_pin_memory=device.type == "cuda",
+        **({checkpointing_switch(): True} if spec.activation_checkpointing else {}),
     )
     trainer = RelationalDistillationTrainer(
         model=student, teacher_model=teacher, args=config, train_dataset=dataset, callbacks=list(callbacks)
     )
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def checkpointing_switch() -> str:
+    """The TrainingArguments field that turns on activation checkpointing (renamed in transformers 5)."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 def ce_plus_kd(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, T: float = 4.0):
@@ -779,6 +795,7 @@ def assemble(args, device, participants, memory, machine, malloc: str) -> dict[s
             "label": METHODS[name].label,
             "path": "plain PyTorch loop" if METHODS[name].plain else "RelationalDistillationTrainer.train()",
             "config_methods": list(METHODS[name].methods),
+            "activation_checkpointing": METHODS[name].activation_checkpointing,
             "error": p.error,
             "step": common.summarize(timed),
             "iteration": common.summarize(p.iteration_times[args.warmup :]),

@@ -56,7 +56,7 @@ def test_step_cost_smoke(tmp_path):
     )
     _check_header(payload, "step_cost")
     methods = payload["methods"]
-    assert list(methods) == ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "kd_plain"]
+    assert list(methods) == ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_ckpt", "kd_plain"]
     cfg = payload["config"]
     assert "mallopt" in cfg["cpu_malloc"]
     for name, entry in methods.items():
@@ -74,6 +74,9 @@ def test_step_cost_smoke(tmp_path):
     assert methods["vrm"]["config_methods"] == ["vrm"]
     # VRM runs both networks on both views: its activations are larger than KD's
     assert methods["vrm"]["memory_mb"] > methods["kd"]["memory_mb"]
+    # ...unless the student keeps only its blocks' inputs and re-runs them in backward
+    assert methods["vrm_ckpt"]["activation_checkpointing"] and not methods["vrm"]["activation_checkpointing"]
+    assert methods["vrm_ckpt"]["memory_mb"] < methods["vrm"]["memory_mb"]
     targets = {t["target"]: t for t in payload["targets"]}
     assert len(targets) == 9
     for t in targets.values():

@@ -325,3 +325,74 @@ def test_unknown_name_raises_helpful_error():
         create_model("resnet8", 10, pretrained=True)
     with pytest.raises(ValueError):
         CifarConfig(architecture="resnet9")
+
+
+def _enable_checkpointing(model, **kwargs):
+    # transformers >= 5 names it activation checkpointing; 4.x only has the gradient_checkpointing_* spelling
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs or None)
+
+
+def _saved_activation_bytes(model, x) -> tuple[int, torch.Tensor]:
+    """Bytes of the distinct storages autograd keeps for backward (checkpointed blocks keep only their inputs)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(pixel_values=x).logits
+    return sum(seen.values()), logits
+
+
+# one architecture per block type: basic, bottleneck, wide pre-activation, VGG stage, inverted residual, ShuffleNet
+@pytest.mark.parametrize(
+    "name, use_reentrant",
+    [
+        ("resnet8x4", False),
+        ("resnet8x4", True),
+        ("ResNet50", False),
+        ("wrn_16_1", False),
+        ("vgg8", False),
+        ("MobileNetV2", False),
+        ("ShuffleV1", False),
+        ("ShuffleV2", False),
+    ],
+)
+def test_activation_checkpointing_keeps_less_and_changes_nothing(name, use_reentrant):
+    """With activation checkpointing the zoo networks keep a fraction of the activations for backward, and one
+    training step gives bit-for-bit the same logits, gradients and BatchNorm running statistics: the backward re-run
+    must not update the running statistics a second time (plain ``torch.utils.checkpoint`` would)."""
+    torch.manual_seed(0)
+    plain = create_model(name, num_labels=10).train()
+    checkpointed = create_model(name, num_labels=10).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    _enable_checkpointing(checkpointed, use_reentrant=use_reentrant)
+    assert checkpointed.supports_gradient_checkpointing
+    x, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+
+    plain_bytes, plain_logits = _saved_activation_bytes(plain, x)
+    kept_bytes, logits = _saved_activation_bytes(checkpointed, x)
+    assert kept_bytes < 0.6 * plain_bytes
+    torch.testing.assert_close(logits, plain_logits, rtol=0, atol=0)
+    for out in (plain_logits, logits):
+        nn.functional.cross_entropy(out, labels).backward()
+    for (param_name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0, msg=param_name)
+    for (buffer_name, b), c in zip(plain.named_buffers(), checkpointed.buffers()):
+        torch.testing.assert_close(c, b, rtol=0, atol=0, msg=buffer_name)
+
+
+def test_activation_checkpointing_is_inert_in_evaluation():
+    model = create_model("resnet8", num_labels=10)
+    _enable_checkpointing(model)
+    blocks = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False)]
+    assert len(blocks) == 3  # the three residual blocks of resnet8
+    model.eval()
+    kept, _ = _saved_activation_bytes(model, torch.randn(2, 3, 32, 32))
+    model.train()
+    kept_training, _ = _saved_activation_bytes(model, torch.randn(2, 3, 32, 32))
+    assert kept > kept_training  # evaluation with gradients keeps everything; training checkpoints

@@ -548,3 +548,40 @@ def test_compiled_teachers_of_one_class_keep_their_own_feature_hooks(tmp_path):
         )
         trainer.train()
     assert "loss/rrd" in train_logs(trainer)[-1]
+
+
+def test_activation_checkpointing_of_a_zoo_student_gives_the_same_training(tmp_path):
+    """The Trainer's own switch (``activation_checkpointing`` in transformers 5, ``gradient_checkpointing`` in 4.x)
+    checkpoints the student's blocks; VRM (the method with the most activation memory: both views) then trains
+    exactly as without it, BatchNorm running statistics included. The teacher is left alone."""
+    from dataclasses import fields
+
+    from hf_relkd.models import create_model
+
+    switch = next(
+        f.name
+        for f in fields(RelationalDistillationConfig)
+        if f.name in ("activation_checkpointing", "gradient_checkpointing")
+    )
+    data = tensor_dataset(32)
+    torch.manual_seed(0)
+    initial = create_model("resnet8", num_labels=NUM_CLASSES).state_dict()
+    runs = {}
+    for checkpointing in (False, True):
+        student = create_model("resnet8", num_labels=NUM_CLASSES)
+        student.load_state_dict(initial)
+        _, teacher = make_pair()
+        args = make_config(
+            tmp_path / str(checkpointing), ["vrm", "kd"], max_steps=3, **{switch: checkpointing}
+        )
+        trainer = RelationalDistillationTrainer(
+            model=student, teacher_model=teacher, args=args, train_dataset=data
+        )
+        trainer.train()
+        flagged = [m for m in trainer.model.modules() if getattr(m, "gradient_checkpointing", False)]
+        assert len(flagged) == (3 if checkpointing else 0)
+        runs[checkpointing] = trainer
+    for key in ("loss", "loss/vrm_inter_sample", "loss/vrm_inter_class", "loss/kd"):
+        assert train_logs(runs[True])[-1][key] == pytest.approx(train_logs(runs[False])[-1][key], rel=1e-6)
+    for name, value in runs[False].model.state_dict().items():
+        torch.testing.assert_close(runs[True].model.state_dict()[name], value, rtol=1e-6, atol=1e-7, msg=name)

@@ -8,8 +8,12 @@ This file is self-contained: it imports only ``torch``, ``transformers`` and the
 so that ``save_pretrained`` can ship it as remote code (``trust_remote_code=True``).
 """
 
+import contextlib
+import functools
+
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
@@ -34,6 +38,70 @@ def _conv1x1(in_planes, out_planes, stride=1, groups=1):
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, groups=groups, bias=False)
 
 
+class CheckpointableBlock(nn.Module):
+    """A network block that activation checkpointing can wrap: with ``gradient_checkpointing`` set (by
+    ``model.activation_checkpointing_enable()`` / ``gradient_checkpointing_enable()``, e.g. from the Trainer's
+    ``activation_checkpointing=True``), a training forward keeps only the block's input for backward and runs the
+    block again in the backward pass.
+
+    The re-run normalises with the batch statistics like the first run but leaves the BatchNorm running statistics
+    alone: a plain ``torch.utils.checkpoint`` of a BatchNorm network applies the momentum update twice per step
+    (and counts every batch twice), so the running statistics -- what evaluation uses -- would drift from those of
+    the same training without checkpointing. Subclasses implement ``_forward(x)``.
+    """
+
+    gradient_checkpointing = False
+
+    def forward(self, x):
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            checkpoint = getattr(self, "_gradient_checkpointing_func", None) or functools.partial(
+                torch.utils.checkpoint.checkpoint, use_reentrant=False
+            )
+            return checkpoint(_FirstRunUpdatesStatistics(self._forward, self), x)
+        return self._forward(x)
+
+    def _forward(self, x):
+        raise NotImplementedError
+
+
+class _FirstRunUpdatesStatistics:
+    """``forward`` as the checkpointed function: its first call is the forward pass, any later call a backward
+    re-run, made with the BatchNorm running statistics of ``block`` frozen."""
+
+    def __init__(self, forward, block):
+        self.forward, self.block, self.calls = forward, block, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        if self.calls == 1:
+            return self.forward(x)
+        with _running_statistics_frozen(self.block):
+            return self.forward(x)
+
+
+@contextlib.contextmanager
+def _running_statistics_frozen(module):
+    # The re-run updates throw-away copies of the running statistics: it calls BatchNorm exactly as the first run
+    # did (checkpointing checks that it saves the same tensors), and the real buffers see one update per step.
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    tracking = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    originals = [{n: getattr(m, n) for n in names} for m in tracking]
+    for m, buffers in zip(tracking, originals):
+        for name, buffer in buffers.items():
+            if buffer is not None:
+                setattr(m, name, buffer.clone())
+    try:
+        yield
+    finally:
+        for m, buffers in zip(tracking, originals):
+            for name, buffer in buffers.items():
+                setattr(m, name, buffer)
+
+
 def _channel_shuffle(x, groups):
     if groups == 1:
         return x
@@ -41,7 +109,7 @@ def _channel_shuffle(x, groups):
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-class CifarBasicBlock(nn.Module):
+class CifarBasicBlock(CheckpointableBlock):
     """Post-activation residual block (two 3x3 convolutions) of the CIFAR ResNets."""
 
     expansion = 1
@@ -56,14 +124,14 @@ class CifarBasicBlock(nn.Module):
         if stride != 1 or in_planes != planes:
             self.downsample = nn.Sequential(_conv1x1(in_planes, planes, stride), nn.BatchNorm2d(planes))
 
-    def forward(self, x):
+    def _forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + identity)
 
 
-class CifarBottleneck(nn.Module):
+class CifarBottleneck(CheckpointableBlock):
     """1x1 -> 3x3 -> 1x1 bottleneck block (expansion 4) of the CIFAR ResNet50."""
 
     expansion = 4
@@ -81,7 +149,7 @@ class CifarBottleneck(nn.Module):
         if stride != 1 or in_planes != out_planes:
             self.shortcut = nn.Sequential(_conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
 
-    def forward(self, x):
+    def _forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -141,7 +209,7 @@ class CifarResNetBottleneck(nn.Module):
         return feats, x
 
 
-class WideBasicBlock(nn.Module):
+class WideBasicBlock(CheckpointableBlock):
     """Pre-activation wide residual block (BN-ReLU-conv x2)."""
 
     def __init__(self, in_planes, out_planes, stride):
@@ -153,7 +221,7 @@ class WideBasicBlock(nn.Module):
         self.equalInOut = in_planes == out_planes
         self.convShortcut = None if self.equalInOut else _conv1x1(in_planes, out_planes, stride)
 
-    def forward(self, x):
+    def _forward(self, x):
         pre = F.relu(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(F.relu(self.bn2(out)))
@@ -210,6 +278,13 @@ _VGG_CFGS = {
 }
 
 
+class CifarVGGBlock(CheckpointableBlock, nn.Sequential):
+    """A VGG stage: conv-BN(-ReLU) layers; the last ReLU is left to the network (pre-activation features)."""
+
+    def _forward(self, x):
+        return nn.Sequential.forward(self, x)
+
+
 def _vgg_block(widths, in_channels):
     layers = []
     for i, width in enumerate(widths):
@@ -217,7 +292,7 @@ def _vgg_block(widths, in_channels):
         if i < len(widths) - 1:  # the block's last ReLU is applied in forward (pre-activation features)
             layers.append(nn.ReLU(inplace=True))
         in_channels = width
-    return nn.Sequential(*layers)
+    return CifarVGGBlock(*layers)
 
 
 class CifarVGG(nn.Module):
@@ -242,7 +317,7 @@ class CifarVGG(nn.Module):
         return feats, x
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(CheckpointableBlock):
     """MobileNetV2 block: 1x1 expand -> 3x3 depthwise -> 1x1 linear projection (expansion always applied)."""
 
     def __init__(self, inp, oup, stride, expand_ratio):
@@ -260,7 +335,7 @@ class InvertedResidual(nn.Module):
             nn.BatchNorm2d(oup),
         )
 
-    def forward(self, x):
+    def _forward(self, x):
         out = self.conv(x)
         return x + out if self.use_res_connect else out
 
@@ -311,7 +386,7 @@ class CifarMobileNetV2(nn.Module):
         return feats, self.conv2(x)
 
 
-class ShuffleV1Block(nn.Module):
+class ShuffleV1Block(CheckpointableBlock):
     """ShuffleNetV1 unit: grouped 1x1 -> shuffle -> depthwise 3x3 -> grouped 1x1; stride 2 concatenates."""
 
     def __init__(self, in_planes, out_planes, stride, groups):
@@ -329,7 +404,7 @@ class ShuffleV1Block(nn.Module):
         self.conv3 = _conv1x1(mid_planes, out_planes, groups=groups)
         self.bn3 = nn.BatchNorm2d(out_planes)
 
-    def forward(self, x):
+    def _forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = _channel_shuffle(out, self.shuffle_groups)
         out = F.relu(self.bn2(self.conv2(out)))
@@ -367,7 +442,7 @@ class CifarShuffleNetV1(nn.Module):
         return feats, x
 
 
-class ShuffleV2Block(nn.Module):
+class ShuffleV2Block(CheckpointableBlock):
     """ShuffleNetV2 basic unit: channel split, 1x1 -> depthwise 3x3 -> 1x1 on one half, concat, shuffle."""
 
     def __init__(self, channels):
@@ -380,7 +455,7 @@ class ShuffleV2Block(nn.Module):
         self.conv3 = _conv1x1(half, half)
         self.bn3 = nn.BatchNorm2d(half)
 
-    def forward(self, x):
+    def _forward(self, x):
         c = x.shape[1] // 2
         x1, x2 = x[:, :c], x[:, c:]
         out = F.relu(self.bn1(self.conv1(x2)))
@@ -389,7 +464,7 @@ class ShuffleV2Block(nn.Module):
         return _channel_shuffle(torch.cat([x1, out], dim=1), 2)
 
 
-class ShuffleV2DownBlock(nn.Module):
+class ShuffleV2DownBlock(CheckpointableBlock):
     """ShuffleNetV2 spatial down-sampling unit (two stride-2 branches, concatenated and shuffled)."""
 
     def __init__(self, in_channels, out_channels):
@@ -410,7 +485,7 @@ class ShuffleV2DownBlock(nn.Module):
         self.conv5 = _conv1x1(mid, mid)
         self.bn5 = nn.BatchNorm2d(mid)
 
-    def forward(self, x):
+    def _forward(self, x):
         left = F.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))))
         right = F.relu(self.bn3(self.conv3(x)))
         right = F.relu(self.bn5(self.conv5(self.bn4(self.conv4(right)))))
@@ -494,7 +569,7 @@ class CifarPreTrainedModel(PreTrainedModel):
     base_model_prefix = "backbone"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     accepts_loss_kwargs = False
     _no_split_modules = []
 
