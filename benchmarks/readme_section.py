@@ -31,6 +31,8 @@ STEP_COST_RUNS = [
     ("step_cost_cpu", "fp32, glibc's default allocator"),
     ("step_cost_cpu_bf16_channels_last_malloc_retain", "bf16 + channels_last, `--cpu_malloc retain`"),
 ]
+# VRM with and without activation checkpointing, a deep student (resnet32x4 -> resnet32x4)
+DEEP_STUDENT_RUN = "step_cost_cpu_malloc_retain_deep_student"
 # GPU runs; the first is the GPU headline. "rerun" pairs ran back to back on one machine (eager, compiled losses).
 GPU_RUNS = [
     ("step_cost_cuda_bf16_channels_last", "bf16 + channels_last"),
@@ -124,20 +126,42 @@ def _vrm_memory_paragraph(payload: dict[str, Any]) -> str:
         "the student's backward pass needs, and where the peak sits (the VRM loss's own buffers are freed before "
         "it). With that composition the ratio is 2 − fixed/KD, above 1.8 whenever the fixed part is under a fifth "
         "of KD's peak, as it is for a 1.2 M-parameter student; the paper's GPU measured 323 MB for KD."
-        + _checkpointing_sentence(methods)
+        + _checkpointing_sentence(payload)
     )
 
 
-def _checkpointing_sentence(methods: dict[str, Any]) -> str:
-    ckpt = methods.get("vrm_ckpt")
+def _blocks(architecture: str) -> int:
+    """How many blocks activation checkpointing wraps in a zoo architecture."""
+    from hf_relkd.models import create_model
+    from hf_relkd.models.cifar.modeling_relkd_cifar import CheckpointableBlock
+
+    return sum(isinstance(m, CheckpointableBlock) for m in create_model(architecture, 10).modules())
+
+
+def _checkpointing_sentence(payload: dict[str, Any]) -> str:
+    """What the Trainer's activation checkpointing does to VRM: in the headline run, and with a deeper student."""
+    ckpt, student = payload["methods"].get("vrm_ckpt"), payload["config"]["student"]
     if not ckpt or ckpt.get("memory_mb") is None or ckpt.get("paired_step_time_ratio_to_kd") is None:
         return ""
-    return (
+    text = (
         f" Where memory matters more than time, `activation_checkpointing=True` keeps only the inputs of the "
         f"student's blocks and runs the blocks again in backward: VRM then peaks at {common.fmt(ckpt['memory_mb'], 1)} "
         f"MB ({ckpt['memory_ratio_to_kd']:.3f}× KD) for {ckpt['paired_step_time_ratio_to_kd']:.3f}× KD's step time "
-        "(row “VRM, activation checkpointing”; the targets are for the default, without it)."
+        "(row “VRM, activation checkpointing”; the targets are for the default, without it). "
+        f"{student} has {_blocks(student)} blocks, so the re-run of its first block for both views, with that block's "
+        "gradients, is most of what remains at the peak."
     )
+    deep = _load(DEEP_STUDENT_RUN)
+    if deep is not None:
+        m = deep["methods"]
+        text += (
+            f" Students with more blocks keep far less: with {deep['config']['student']} as the student "
+            f"({_blocks(deep['config']['student'])} blocks), VRM's peak goes from {common.fmt(m['vrm']['memory_mb'], 1)} MB to "
+            f"{common.fmt(m['vrm_ckpt']['memory_mb'], 1)} MB (KD without checkpointing: "
+            f"{common.fmt(m['kd']['memory_mb'], 1)} MB), its step from {m['vrm']['paired_step_time_ratio_to_kd']:.2f}× "
+            f"to {m['vrm_ckpt']['paired_step_time_ratio_to_kd']:.2f}× KD's ({_provenance(deep)})."
+        )
+    return text
 
 
 def _fixed_mb(payload: dict[str, Any]) -> float:
