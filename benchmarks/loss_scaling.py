@@ -50,6 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 import common
+import plots
 import torch
 import torch.nn.functional as F
 
@@ -497,8 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         payload,
         markdown,
     )
+    figure = plots.plot_loss_scaling(payload, os.path.splitext(paths[0])[0] + ".png")
     print(markdown)
-    print(f"\nwrote {paths[0]} and {paths[1]}")
+    print(f"\nwrote {paths[0]}, {paths[1]} and {figure}")
     errors = [r for r in results if r["status"].startswith("error")]
     for r in errors:
         print(f"[{r['sweep']} {r['loss']} B={r['batch']}] {r['status']}", file=sys.stderr)

@@ -66,6 +66,13 @@ def _markdown_table(stem: str, heading: str | None = None) -> str:
     return "\n".join(lines[start:end])
 
 
+def _figure(stem: str, alt: str) -> list[str]:
+    """The figure ``plots.py`` drew for ``results/<stem>.json``, as a Markdown image (nothing if there is none)."""
+    if not os.path.isfile(os.path.join(RESULTS, f"{stem}.png")):
+        return []
+    return [f"![{alt}](benchmarks/results/{stem}.png)", ""]
+
+
 def _provenance(payload: dict[str, Any]) -> str:
     return f"Command: `{payload['command']}`; date: {payload['date']}"
 
@@ -198,6 +205,7 @@ def build_section() -> str:
         _markdown_table(head_stem),
         "",
         *_targets(head_stem, "Targets:"),
+        *_figure(head_stem, "Step time and peak memory of each method as ratios to KD, CPU headline run"),
     ]
     if len(runs) > 1:
         out += _other_runs(
@@ -314,6 +322,7 @@ def _gpu() -> list[str]:
         common.markdown_table(["Method", "ms / step", "paper ms", "peak MB", "paper MB", "images/s"], rows),
         "",
         *_targets(stem, "Targets of this run:"),
+        *_figure(stem, "Step time and peak memory of each method as ratios to KD, GPU headline run"),
     ]
     if len(runs) > 1:
         out += _other_runs(
@@ -485,6 +494,9 @@ def _loss_scaling() -> list[str]:
         "",
         _markdown_table("loss_scaling_cpu", "### Batch sweep"),
         "",
+        *_figure(
+            "loss_scaling_cpu", "Time and peak memory of each loss against batch, queue and classes, CPU"
+        ),
         "VRM at ImageNet scale (B = 256, C = 1000) is computed in chunks with recomputation: same value, a fraction "
         "of the memory:",
         "",
@@ -503,6 +515,9 @@ def _loss_scaling_gpu() -> list[str]:
         "",
         _markdown_table("loss_scaling_cuda", "### VRM inter-class chunking"),
         "",
+        *_figure(
+            "loss_scaling_cuda", "Time and peak memory of each loss against batch, queue and classes, GPU"
+        ),
     ]
 
 

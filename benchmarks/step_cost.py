@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import common
+import plots
 import torch
 import torch.nn.functional as F
 
@@ -1087,8 +1088,9 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or default_name(args, device)
     markdown = to_markdown(payload) + markdown_extra
     paths = common.write_results(args.output_dir, name, payload, markdown)
+    figure = plots.plot_step_cost(payload, os.path.splitext(paths[0])[0] + ".png")
     print(markdown)
-    print(f"\nwrote {paths[0]} and {paths[1]}")
+    print(f"\nwrote {paths[0]}, {paths[1]} and {figure}")
     failed = [n for n, e in payload["methods"].items() if e["error"]]
     for n in failed:
         print(f"\n[{n}] failed:\n{payload['methods'][n]['error']}", file=sys.stderr)

@@ -41,6 +41,15 @@ def run_script(script: str, tmp_path, *extra: str, stem: str | None = None) -> d
     return json.loads((tmp_path / f"{stem}.json").read_text())
 
 
+def _check_figure(path) -> None:
+    """A PNG that matplotlib drew something into (not an empty canvas)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 600 and image.height > 300
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+
+
 def _check_header(payload: dict, benchmark: str) -> None:
     assert payload["benchmark"] == benchmark
     assert payload["command"].startswith("python ")
@@ -85,6 +94,7 @@ def test_step_cost_smoke(tmp_path):
     breakdown = payload["breakdown"]
     assert len(breakdown["parts"]) == 8 and all(v["median_ms"] > 0 for v in breakdown["parts"].values())
     assert set(breakdown["ratios"]) == {"teacher_2b_over_b", "student_2b_over_b"}
+    _check_figure(tmp_path / "step_cost_smoke_cpu_malloc_retain.png")
 
 
 def test_step_cost_rejects_unknown_method(tmp_path):
@@ -164,6 +174,7 @@ def test_kernel_count_smoke(tmp_path):
 def test_loss_scaling_smoke(tmp_path):
     payload = run_script("loss_scaling.py", tmp_path)
     _check_header(payload, "loss_scaling")
+    _check_figure(tmp_path / "loss_scaling_smoke_cpu.png")
     cfg = payload["config"]
     assert cfg["cpu_malloc"].startswith("glibc defaults")
     rows = payload["results"]
@@ -227,3 +238,28 @@ def test_vrm_prune_ablation_smoke(tmp_path):
     assert payload["method_settings"]["vrm p50"]["vrm_prune_percentile"] == 50
     assert sorted(payload["ranking_by_mean_delta"]) == ["vrm p100", "vrm p50"]
     assert "Ranking by mean paired Δ" in (tmp_path / "vrm_prune_ablation.md").read_text()
+
+
+def test_plots_redraws_a_figure_from_its_result_file_and_names_what_it_can_draw(tmp_path):
+    payload = run_script("loss_scaling.py", tmp_path)
+    figure = tmp_path / "loss_scaling_smoke_cpu.png"
+    figure.unlink()
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "plots.py"), str(tmp_path / "loss_scaling_smoke_cpu.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    _check_figure(figure)
+    other = tmp_path / "kernel_count.json"
+    other.write_text(json.dumps({**payload, "benchmark": "kernel_count"}))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "plots.py"), str(other)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "figures exist for step_cost, loss_scaling" in proc.stderr
