@@ -17,6 +17,8 @@ import torch
 from hf_relkd.losses import FIFOQueue, KDLoss, RKDLoss, RRDLoss, VRMLoss
 from hf_relkd.losses.functional import (
     _AngleHuberSum,
+    _chunked_edge_huber_sum,
+    _edge_huber_sum,
     _squared_distances,
     joint_entropy_keep_mask,
     kd_loss,
@@ -729,6 +731,34 @@ def test_vrm_teacher_gets_no_grad():
     VRMLoss()(s, s_v, t, t_v).backward()
     assert t.grad is None and t_v.grad is None
     assert s.grad is not None and s_v.grad is not None
+
+
+@pytest.mark.parametrize("max_chunk_elements", [1 << 24, 16])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_vrm_edges_keep_only_their_inputs_and_match_autograd(max_chunk_elements, weighted):
+    """VRM's relation tensors (B×B×C and C×C×B) are rebuilt in backward instead of saved, and the hand-written
+    gradient equals autograd's through F.normalize and Huber, also for a zero difference and one below
+    F.normalize's eps (where only the clamped norm's branch applies)."""
+    g = torch.Generator().manual_seed(90)
+    a = torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    b[0], b[1] = a[0].detach(), a[1].detach() + 1e-10
+    b.requires_grad_(True)
+    a_t, b_t = (
+        3 * torch.randn(7, 5, generator=g, dtype=torch.float64),
+        torch.randn(6, 5, generator=g).double(),
+    )
+    weight = (torch.rand(7, 6, generator=g) > 0.3).double() if weighted else None
+
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        total = _chunked_edge_huber_sum(a, b, a_t, b_t, weight, max_chunk_elements)
+    assert max(saved) <= 7 * 6  # the inputs and the (rows, cols) weight, never a (rows, cols, dim) tensor
+    expected = _edge_huber_sum(a, b, a_t, b_t, weight)
+    assert torch.equal(total, expected) or max_chunk_elements == 16  # chunks only change the order of the sum
+    torch.testing.assert_close(total, expected, rtol=1e-12, atol=0)
+    for got, want in zip(torch.autograd.grad(total, (a, b)), torch.autograd.grad(expected, (a, b))):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12 * float(want.abs().max()))
 
 
 # =====================================================================================================================
