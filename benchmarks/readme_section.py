@@ -479,8 +479,10 @@ def _launch_bound_paragraph(head: dict[str, Any], runs: dict[str, dict[str, Any]
         text.append(
             f"Memory is the CUDA caching allocator's peak of live tensors. VRM's ratio is "
             f"{_target_ratio(head, 'vrm', 'memory'):.3f}× KD in bf16 and {_target_ratio(fp32, 'vrm', 'memory'):.3f}× "
-            "in fp32: bf16 halves the networks' activations but not the float32 buffers of the relational losses; "
-            "where the bf16 peak sits on the GPU was not profiled."
+            "in fp32: bf16 halves the networks' activations but not the float32 buffers of the relational losses. "
+            "Where the bf16 peak sits on the GPU was not profiled; on the CPU in bf16 it sat in the backward pass of "
+            "VRM's loss, whose relation tensors autograd kept from the forward pass. The loss has rebuilt them in its "
+            "backward pass since (`benchmarks/README.md`), which these GPU runs predate."
         )
     return [" ".join(text), ""]
 
