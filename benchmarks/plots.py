@@ -50,6 +50,9 @@ def plot_step_cost(payload: dict[str, Any], path: str) -> str:
     Returns:
         ``path``.
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     methods = {name: m for name, m in payload["methods"].items() if m.get("error") is None}
     names = list(methods)[::-1]  # first method on top
     limits: dict[tuple[str, str], float] = {}
@@ -86,9 +89,6 @@ def plot_step_cost(payload: dict[str, Any], path: str) -> str:
         ax.set_xlim(0, x_max)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(names)), [methods[n]["label"] for n in names])
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
     figure.legend(
         handles=[
             Patch(color="tab:green", alpha=0.8, label="within target"),

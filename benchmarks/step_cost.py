@@ -68,9 +68,8 @@ class MethodSpec:
     methods: tuple[str, ...] = ()
     virtual: bool = False
     plain: bool = False
-    activation_checkpointing: bool = (
-        False  # the Trainer's switch: the student's blocks are re-run in backward
-    )
+    # the Trainer's activation checkpointing: the student's blocks are re-run in backward
+    activation_checkpointing: bool = False
 
 
 METHODS = {

@@ -506,9 +506,11 @@ class _EdgeHuberSum(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):
         a, b, a_t, b_t, weight = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad[:2]
+        if not (need_a or need_b):
+            return None, None, None, None, None, None
         grad_a = torch.zeros_like(a) if need_a else None
         grad_b = torch.zeros_like(b) if need_b else None
-        for start in range(0, a.shape[0] if need_a or need_b else 0, ctx.chunk):
+        for start in range(0, a.shape[0], ctx.chunk):
             stop = start + ctx.chunk
             e = a[start:stop, None, :] - b[None, :, :]
             length = torch.linalg.vector_norm(e, dim=-1, keepdim=True)
