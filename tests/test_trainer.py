@@ -582,3 +582,36 @@ def test_activation_checkpointing_of_a_zoo_student_gives_the_same_training(tmp_p
         assert train_logs(runs[True])[-1][key] == pytest.approx(train_logs(runs[False])[-1][key], rel=1e-6)
     for name, value in runs[False].model.state_dict().items():
         torch.testing.assert_close(runs[True].model.state_dict()[name], value, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_floating_point_ops_counts_the_parameters_once_per_run(tmp_path):
+    """``total_flos`` is transformers' estimate, unchanged, but the student's parameters are counted once per
+    ``train()`` call rather than on every step."""
+    from transformers import Trainer
+
+    from hf_relkd.models import create_model
+
+    student, (_, teacher) = create_model("resnet8", num_labels=NUM_CLASSES), make_pair()
+    calls = []
+    count = student.num_parameters
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs)
+        return count(*args, **kwargs)
+
+    student.num_parameters = counting
+    trainer = RelationalDistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=make_config(tmp_path, ["kd"], max_steps=4),
+        train_dataset=tensor_dataset(32),
+    )
+    trainer.train()
+    assert len(calls) == 1
+    batch = trainer.data_collator([tensor_dataset(8)[i] for i in range(8)])
+    expected = Trainer.floating_point_ops(trainer, batch)
+    assert expected == 6 * batch["pixel_values"].numel() * count(exclude_embeddings=True) > 0
+    assert trainer.floating_point_ops(batch) == expected
+    assert trainer.state.total_flos == 4 * expected
+    trainer.train()  # a new run counts again
+    assert len(calls) == 3  # once for the run, once for Trainer.floating_point_ops above

@@ -174,6 +174,7 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         self._needs_virtual = any(m.needs_virtual_view for m in self.distillation_methods.values())
         self._metrics: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._distillation_grads_step = -1
+        self._parameter_count: tuple[nn.Module, int] | None = None
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names + self.args.enabled_methods)
         if self.args.gradient_accumulation_steps > 1 and any(
@@ -338,6 +339,7 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """Same as ``Trainer.train``; the training data is checked first."""
         self._check_train_inputs()
+        self._parameter_count = None  # counted again: the model may have changed since the last call
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,
@@ -519,6 +521,19 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
             # like DDP for the student: gradients accumulate locally and are averaged once, before clipping
             average_gradients(params)
         return loss
+
+    def floating_point_ops(self, inputs: dict[str, Tensor | Any]) -> int:
+        """``Trainer.floating_point_ops`` (its ``6 × input size × parameters`` estimate, behind ``total_flos``), with
+        the parameter count taken once per ``train()`` call: the base class walks every module and parameter of the
+        student on every step, a cost that grows with the model's size and that a step bound by kernel launches
+        feels."""
+        model = self.model
+        main_input = getattr(model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(model, "num_parameters"):
+            return 0
+        if self._parameter_count is None or self._parameter_count[0] is not model:
+            self._parameter_count = (model, model.num_parameters(exclude_embeddings=True))
+        return 6 * inputs[main_input].numel() * self._parameter_count[1]
 
     def _clip_grad_norm(self, model):
         """Clips (and reports the norm of) the student's and the distillation parameters' gradients together."""
