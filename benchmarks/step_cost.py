@@ -3,8 +3,9 @@
 For CE only, KD, RKD, RRD, RRD+KD and VRM (resnet32x4 -> resnet8x4, batch 64, 32x32 random images, 100 classes by
 default) this reports the median time per training step after warm-up, the throughput and the peak memory, each also
 as a ratio to KD measured in the same run, plus a hand-written plain-PyTorch KD loop (``kd_plain``) as the reference
-for the Trainer's own overhead, and VRM once more with the Trainer's ``activation_checkpointing`` (``vrm_ckpt``: what
-a memory-bound VRM user can trade). The figures are compared with the targets of the issue and with the VRM paper's
+for the Trainer's own overhead, KD on a minimal ``transformers.Trainer`` subclass (``kd_hf``: how much of that overhead
+is ``transformers.Trainer``'s own), and VRM once more with the Trainer's ``activation_checkpointing`` (``vrm_ckpt``:
+what a memory-bound VRM user can trade). The figures are compared with the targets of the issue and with the VRM paper's
 Table 7 (per-iteration cost on one GPU).
 
 How a step is timed
@@ -59,7 +60,7 @@ import plots
 import torch
 import torch.nn.functional as F
 
-METHOD_ORDER = ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_ckpt", "kd_plain"]
+METHOD_ORDER = ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_ckpt", "kd_hf", "kd_plain"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,14 @@ class MethodSpec:
     plain: bool = False
     # the Trainer's activation checkpointing: the student's blocks are re-run in backward
     activation_checkpointing: bool = False
+    # a minimal transformers.Trainer subclass (MinimalKDTrainer) instead of RelationalDistillationTrainer
+    minimal_trainer: bool = False
+
+    @property
+    def path(self) -> str:
+        if self.plain:
+            return "plain PyTorch loop"
+        return "MinimalKDTrainer.train()" if self.minimal_trainer else "RelationalDistillationTrainer.train()"
 
 
 METHODS = {
@@ -82,6 +91,7 @@ METHODS = {
     "vrm_ckpt": MethodSpec(
         "VRM, activation checkpointing", ("vrm",), virtual=True, activation_checkpointing=True
     ),
+    "kd_hf": MethodSpec("KD, minimal transformers.Trainer subclass", minimal_trainer=True),
     "kd_plain": MethodSpec("KD, plain PyTorch loop", plain=True),
 }
 
@@ -311,9 +321,8 @@ def build_trainer(
     spec = METHODS[name]
     dataset = dataset if dataset is not None else build_dataset(name, args, max_steps)
     student, teacher = build_models(args)
-    config = RelationalDistillationConfig(
+    training_arguments = dict(
         output_dir=os.path.join(workdir, name),
-        methods=list(spec.methods),
         per_device_train_batch_size=args.batch_size,
         max_steps=max_steps,
         learning_rate=0.05,
@@ -323,11 +332,6 @@ def build_trainer(
         lr_scheduler_type="constant",
         max_grad_norm=args.max_grad_norm,
         bf16=args.bf16,
-        teacher_dtype=teacher_dtype(args),
-        rrd_queue_size=args.rrd_queue_size,
-        teacher_compile=args.compile_teacher,
-        teacher_compile_mode=args.compile_mode,
-        loss_compile=args.compile_losses,
         use_cpu=device.type == "cpu",
         seed=args.seed,
         save_strategy="no",
@@ -337,13 +341,69 @@ def build_trainer(
         dataloader_num_workers=0,
         dataloader_drop_last=True,
         dataloader_pin_memory=device.type == "cuda",
-        **({checkpointing_switch(): True} if spec.activation_checkpointing else {}),
     )
-    trainer = RelationalDistillationTrainer(
-        model=student, teacher_model=teacher, args=config, train_dataset=dataset, callbacks=list(callbacks)
-    )
+    if spec.minimal_trainer:
+        trainer = build_minimal_kd_trainer(args, student, teacher, training_arguments, dataset, callbacks)
+    else:
+        config = RelationalDistillationConfig(
+            **training_arguments,
+            methods=list(spec.methods),
+            teacher_dtype=teacher_dtype(args),
+            rrd_queue_size=args.rrd_queue_size,
+            teacher_compile=args.compile_teacher,
+            teacher_compile_mode=args.compile_mode,
+            loss_compile=args.compile_losses,
+            **({checkpointing_switch(): True} if spec.activation_checkpointing else {}),
+        )
+        trainer = RelationalDistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=config,
+            train_dataset=dataset,
+            callbacks=list(callbacks),
+        )
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def build_minimal_kd_trainer(args, student, teacher, training_arguments: dict, dataset, callbacks=()):
+    """KD written the short way on ``transformers.Trainer``, as a user would without hf_relkd: ``compute_loss`` runs
+    the teacher without grad and returns CE + KD on the logits. Same data, optimizer, clipping and settings as the
+    ``RelationalDistillationTrainer`` rows, so its step time is the Trainer framework's own per-step cost plus the
+    same KD step, and the difference to ``kd`` is what hf_relkd adds (or saves) on top of ``transformers.Trainer``."""
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(teacher_dtype(args), torch.float32)
+    loss_fn = torch.compile(ce_plus_kd) if args.compile_losses else ce_plus_kd
+
+    class MinimalKDTrainer(Trainer):
+        def __init__(self, teacher_model, **kwargs):
+            super().__init__(**kwargs)
+            teacher_model = (
+                teacher_model.to(device=self.args.device, dtype=dtype).eval().requires_grad_(False)
+            )
+            self.teacher = (
+                compile_teacher(teacher_model, args.compile_mode) if args.compile_teacher else teacher_model
+            )
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            x, labels = inputs["pixel_values"], inputs["labels"]
+            with torch.no_grad():
+                # accelerate's autocast wraps the prepared student only: without it, feed the teacher its own dtype
+                tx = x if torch.is_autocast_enabled() else x.to(dtype)
+                teacher_logits = self.teacher(pixel_values=tx).logits.float()
+            outputs = model(pixel_values=x)
+            loss = loss_fn(outputs.logits.float(), teacher_logits, labels)
+            return (loss, outputs) if return_outputs else loss
+
+    return MinimalKDTrainer(
+        teacher_model=teacher,
+        model=student,
+        args=TrainingArguments(**training_arguments),
+        train_dataset=dataset,
+        data_collator=default_data_collator,
+        callbacks=list(callbacks),
+    )
 
 
 def checkpointing_switch() -> str:
@@ -793,7 +853,7 @@ def assemble(args, device, participants, memory, machine, malloc: str) -> dict[s
         timed = p.step_times[args.warmup :]
         entry: dict[str, Any] = {
             "label": METHODS[name].label,
-            "path": "plain PyTorch loop" if METHODS[name].plain else "RelationalDistillationTrainer.train()",
+            "path": METHODS[name].path,
             "config_methods": list(METHODS[name].methods),
             "activation_checkpointing": METHODS[name].activation_checkpointing,
             "error": p.error,
@@ -1000,6 +1060,7 @@ def to_markdown(payload: dict[str, Any]) -> str:
             ],
         )
     )
+    lines += trainer_overhead_markdown(payload)
     lines += ["", "### VRM paper, Table 7 (one GPU, batch 64, resnet32x4 → resnet8x4), for comparison", ""]
     lines.append(
         common.markdown_table(
@@ -1011,6 +1072,31 @@ def to_markdown(payload: dict[str, Any]) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def trainer_overhead_markdown(payload: dict[str, Any]) -> list[str]:
+    """The same KD step three ways (plain loop, minimal ``transformers.Trainer`` subclass, hf_relkd's trainer):
+    how much of the Trainer's gap to the plain loop is ``transformers.Trainer``'s own per-step cost."""
+    methods = payload["methods"]
+    paths = [name for name in ("kd_plain", "kd_hf", "kd") if name in methods]
+    if len(paths) < 3 or any(methods[name]["step_ms"] is None for name in paths):
+        return []
+    plain = methods["kd_plain"]["step_ms"]
+    rows = [
+        [
+            methods[name]["label"],
+            common.fmt(methods[name]["step_ms"], 2),
+            common.fmt(methods[name]["step_ms"] - plain, 2),
+            common.fmt(methods[name]["step_ms"] / plain, 3),
+        ]
+        for name in paths
+    ]
+    return [
+        "",
+        "### The KD step three ways: what the Trainer costs per step",
+        "",
+        common.markdown_table(["Path", "Step (ms, median)", "− plain loop (ms)", "÷ plain loop"], rows),
+    ]
 
 
 def breakdown_markdown(payload: dict[str, Any]) -> str:
