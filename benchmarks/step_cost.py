@@ -1082,12 +1082,14 @@ def trainer_overhead_markdown(payload: dict[str, Any]) -> list[str]:
     if len(paths) < 3 or any(methods[name]["step_ms"] is None for name in paths):
         return []
     plain = methods["kd_plain"]["step_ms"]
+    labels = {"kd": "KD, RelationalDistillationTrainer"}
     rows = [
         [
-            methods[name]["label"],
+            labels.get(name, methods[name]["label"]),
             common.fmt(methods[name]["step_ms"], 2),
             common.fmt(methods[name]["step_ms"] - plain, 2),
             common.fmt(methods[name]["step_ms"] / plain, 3),
+            common.fmt(methods[name]["paired_step_time_ratio_to_kd"], 3),
         ]
         for name in paths
     ]
@@ -1095,7 +1097,9 @@ def trainer_overhead_markdown(payload: dict[str, Any]) -> list[str]:
         "",
         "### The KD step three ways: what the Trainer costs per step",
         "",
-        common.markdown_table(["Path", "Step (ms, median)", "− plain loop (ms)", "÷ plain loop"], rows),
+        common.markdown_table(
+            ["Path", "Step (ms, median)", "− plain loop (ms)", "÷ plain loop", "× KD time (paired)"], rows
+        ),
     ]
 
 
