@@ -516,8 +516,8 @@ def _overhead_bound_paragraph() -> list[str]:
         f"{common.fmt(paired['kd_plain'], 3)}× its time and the minimal subclass {common.fmt(paired['kd_hf'], 3)}×: "
         f"{hf_share:.0%} of the trainer's gap to the plain loop is `transformers.Trainer`'s own per-step work, which "
         "a subclass cannot remove, and on a GPU the minimal subclass also keeps the two synchronisations per step of "
-        "transformers' default NaN/Inf filter (counted below). The rest is hf_relkd's per-term bookkeeping (each "
-        "loss term and the teacher agreement recorded for the logs). In that run the relational methods' ratios to "
+        "transformers' default NaN/Inf filter (counted below). The rest is hf_relkd's own per-step work (the methods' "
+        "interface, each loss term and the teacher agreement recorded for the logs). In that run the relational methods' ratios to "
         f"KD were {relational}: their losses' many small operations cost host time whatever their size, which is "
         "what `loss_compile=True` fuses away on a GPU.",
         "",
