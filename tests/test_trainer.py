@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import fields
 
 import pytest
 import torch
@@ -554,8 +555,6 @@ def test_activation_checkpointing_of_a_zoo_student_gives_the_same_training(tmp_p
     """The Trainer's own switch (``activation_checkpointing`` in transformers 5, ``gradient_checkpointing`` in 4.x)
     checkpoints the student's blocks; VRM (the method with the most activation memory: both views) then trains
     exactly as without it, BatchNorm running statistics included. The teacher is left alone."""
-    from dataclasses import fields
-
     from hf_relkd.models import create_model
 
     names = {f.name for f in fields(RelationalDistillationConfig)}
@@ -615,3 +614,28 @@ def test_floating_point_ops_counts_the_parameters_once_per_run(tmp_path):
     assert trainer.state.total_flos == 4 * expected
     trainer.train()  # a new run counts again
     assert len(calls) == 3  # once for the run, once for Trainer.floating_point_ops above
+
+
+def test_activation_checkpointing_of_a_student_without_support_fails_early(tmp_path):
+    """transformers' Trainer would call the student's ``activation_checkpointing_enable()`` once training starts and
+    fail with an AttributeError; the trainer says what to do instead, before anything is written."""
+    import timm
+
+    from hf_relkd.models import create_model
+
+    names = {f.name for f in fields(RelationalDistillationConfig)}
+    switch = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    _, teacher = make_pair()
+    args = make_config(tmp_path, ["kd"], **{switch: True})
+    timm_student = timm.create_model("resnet10t", num_classes=NUM_CLASSES, pretrained=False)
+    with pytest.raises(ValueError, match=r"timm model.*student\.set_grad_checkpointing\(True\)"):
+        RelationalDistillationTrainer(model=timm_student, teacher_model=teacher, args=args)
+    with pytest.raises(
+        ValueError, match=rf"TinyConvNet\) has no `{switch}_enable\(\)`.*Set `{switch}=False`"
+    ):
+        RelationalDistillationTrainer(model=TinyConvNet(8), teacher_model=teacher, args=args)
+    assert_untouched(args)
+    # students that support it are accepted (the zoo's is tested in training above)
+    RelationalDistillationTrainer(
+        model=create_model("resnet8", num_labels=NUM_CLASSES), teacher_model=teacher, args=args
+    )

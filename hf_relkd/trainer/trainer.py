@@ -138,6 +138,7 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
             )
         teacher_model = self._load_teacher(teacher_model, args)
         self._validate_pair(model, teacher_model)
+        self._check_activation_checkpointing(model, args)
 
         if data_collator is None:
             from ..data import DistillationCollator
@@ -236,6 +237,37 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
                 "Student and teacher use different label names (index, student, teacher): "
                 f"{diff}. Build the student with the teacher's `id2label` so class i means the same for both."
             )
+
+    @staticmethod
+    def _check_activation_checkpointing(student: nn.Module, args: RelationalDistillationConfig) -> None:
+        """The Trainer turns activation checkpointing on by calling the student's
+        ``activation_checkpointing_enable()`` (``gradient_checkpointing_enable()`` in transformers 4.x) once training
+        starts; a student without either would fail there with an AttributeError. Fail now, with what to do."""
+        switch = (
+            "activation_checkpointing"
+            if hasattr(args, "activation_checkpointing")
+            else "gradient_checkpointing"
+        )
+        if not getattr(args, switch, False):
+            return
+        if hasattr(student, "activation_checkpointing_enable") or hasattr(
+            student, "gradient_checkpointing_enable"
+        ):
+            return
+        name = type(student).__name__
+        if hasattr(student, "set_grad_checkpointing"):  # timm
+            raise ValueError(
+                f"`{switch}=True`, but the student ({name}, a timm model) has no `{switch}_enable()` for the Trainer "
+                f"to call. Leave `{switch}=False` and call `student.set_grad_checkpointing(True)` before training: "
+                "timm then re-runs the checkpointed blocks in the backward pass (BatchNorm layers in them update "
+                "their running statistics on both runs; the hf_relkd CIFAR models' checkpointing does not)."
+            )
+        raise ValueError(
+            f"`{switch}=True`, but the student ({name}) has no `{switch}_enable()` for the Trainer to call. Set "
+            f"`{switch}=False`, or use a student that supports it: a transformers model whose class has "
+            "`supports_gradient_checkpointing`, a model of hf_relkd's CIFAR zoo, or a timm model (through "
+            "`student.set_grad_checkpointing(True)`)."
+        )
 
     def _prepare_teacher(self, teacher: nn.Module) -> nn.Module:
         if self.args.teacher_dtype not in (None, "auto"):
