@@ -425,6 +425,15 @@ def ce_plus_kd(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch
     return F.cross_entropy(logits, labels) + kd * T * T
 
 
+def decay_parameter_names(model: torch.nn.Module) -> list[str]:
+    """The parameters ``transformers.Trainer`` applies weight decay to (``Trainer.get_decay_parameter_names``: all
+    but biases and normalisation layers it recognises by type or name; the CIFAR zoo's BatchNorm weights, named
+    ``bn*``, are decayed), so the plain loop optimises the same groups as the Trainer rows."""
+    from transformers import Trainer
+
+    return Trainer.get_decay_parameter_names(None, model)
+
+
 class PlainKDLoop:
     """The same KD step written by hand: teacher forward without grad, student forward, CE + KD, backward, gradient
     clipping (as the Trainer, unless ``--max_grad_norm 0``), SGD.
@@ -445,8 +454,9 @@ class PlainKDLoop:
         teacher = teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
         self.teacher = compile_teacher(teacher, args.compile_mode) if args.compile_teacher else teacher
         self.loss_fn = torch.compile(ce_plus_kd) if args.compile_losses else ce_plus_kd
-        decay = [p for n, p in self.student.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in self.student.named_parameters() if p.ndim <= 1]
+        decay_names = set(decay_parameter_names(self.student))
+        decay = [p for n, p in self.student.named_parameters() if n in decay_names]
+        no_decay = [p for n, p in self.student.named_parameters() if n not in decay_names]
         self.optimizer = torch.optim.SGD(
             [{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
             lr=0.05,

@@ -129,6 +129,37 @@ def _import_benchmark(name: str):
         sys.path.remove(BENCHMARKS)
 
 
+def test_the_kd_step_three_ways_is_the_same_step(tmp_path):
+    """``kd`` (RelationalDistillationTrainer), ``kd_hf`` (minimal transformers.Trainer subclass) and ``kd_plain``
+    (hand-written loop) must compute the same training step, or comparing their times would mean nothing: from the
+    same initial weights, three steps on the same batch give the same student."""
+    import torch
+
+    step_cost = _import_benchmark("step_cost")
+    args = step_cost.parse_args(["--smoke", "--device", "cpu"])
+    steps, device = 3, torch.device("cpu")
+    dataset = step_cost.RandomImages(
+        args.batch_size, args.image_size, args.num_classes, False, seed=1
+    )  # one batch
+    students = {}
+    for name in ("kd", "kd_hf"):
+        trainer = step_cost.build_trainer(name, args, device, steps, str(tmp_path), dataset=dataset)
+        trainer.train()
+        students[name] = trainer.model
+    loop = step_cost.PlainKDLoop(args, device, steps, dataset=dataset)
+    for _ in range(steps):
+        for x, y in loop.batches():
+            loop.step(x, y)
+    students["kd_plain"] = loop.student
+    reference = students["kd_plain"].state_dict()
+    assert not torch.equal(
+        reference["classifier.weight"], step_cost.build_models(args)[0].state_dict()["classifier.weight"]
+    )
+    for name in ("kd", "kd_hf"):
+        for key, value in students[name].state_dict().items():
+            torch.testing.assert_close(value, reference[key], rtol=1e-4, atol=1e-6, msg=f"{name}: {key}")
+
+
 def test_kernel_count_counts_kernels_syncs_and_the_optimizer_apart():
     import torch
     from torch.profiler import ProfilerActivity, profile
