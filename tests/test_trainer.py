@@ -639,3 +639,17 @@ def test_activation_checkpointing_of_a_student_without_support_fails_early(tmp_p
     RelationalDistillationTrainer(
         model=create_model("resnet8", num_labels=NUM_CLASSES), teacher_model=teacher, args=args
     )
+
+
+def test_loss_terms_are_weighted_and_summed_exactly_in_the_fewest_kernels():
+    from hf_relkd.methods import weighted_term
+    from hf_relkd.trainer.trainer import _total
+
+    term = torch.tensor(0.37, requires_grad=True)
+    assert weighted_term(1.0, term) is term  # no multiplication kernel for the default weight
+    assert weighted_term(0.5, term).item() == pytest.approx(0.185)
+    assert weighted_term(0, term).item() == 0.0
+    values = [torch.tensor(v) for v in (0.1, 2.5, -0.7, 3.25)]
+    for n in range(1, 5):
+        torch.testing.assert_close(_total(values[:n]), torch.stack(values[:n]).sum(), rtol=0, atol=0)
+    assert _total(values[:1]) is values[0]

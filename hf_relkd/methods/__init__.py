@@ -1,6 +1,14 @@
 """Distillation methods: the adapters between the trainer and the losses, and their registry."""
 
-from .base import METHOD_REGISTRY, DistillationMethod, ModelDims, StepOutputs, build_methods, register_method
+from .base import (
+    METHOD_REGISTRY,
+    DistillationMethod,
+    ModelDims,
+    StepOutputs,
+    build_methods,
+    register_method,
+    weighted_term,
+)
 from .kd import KDMethod
 from .rkd import RKDMethod
 from .rrd import RRDMethod
@@ -17,4 +25,5 @@ __all__ = [
     "VRMMethod",
     "build_methods",
     "register_method",
+    "weighted_term",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import KDLoss
-from .base import DistillationMethod, StepOutputs, register_method
+from .base import DistillationMethod, StepOutputs, register_method, weighted_term
 
 
 @register_method
@@ -25,4 +25,4 @@ class KDMethod(DistillationMethod):
         return cls(config.kd_weight, config.kd_temperature)
 
     def forward(self, outputs: StepOutputs) -> dict[str, Tensor]:
-        return {"kd": self.weight * self.loss(outputs.student_logits, outputs.teacher_logits)}
+        return {"kd": weighted_term(self.weight, self.loss(outputs.student_logits, outputs.teacher_logits))}

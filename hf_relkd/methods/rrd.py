@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import RRDLoss
-from .base import DistillationMethod, StepOutputs, register_method
+from .base import DistillationMethod, StepOutputs, register_method, weighted_term
 
 
 @register_method
@@ -36,7 +36,9 @@ class RRDMethod(DistillationMethod):
         return cls(config.rrd_weight, loss)
 
     def forward(self, outputs: StepOutputs) -> dict[str, Tensor]:
-        return {"rrd": self.weight * self.loss(outputs.student_features, outputs.teacher_features)}
+        return {
+            "rrd": weighted_term(self.weight, self.loss(outputs.student_features, outputs.teacher_features))
+        }
 
     def after_backward(self) -> None:
         self.loss.commit_enqueue()

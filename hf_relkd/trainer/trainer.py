@@ -30,7 +30,7 @@ from ..distributed import (
 from ..features import FeatureTap, classifier_num_outputs, find_classifier
 from ..hub import ModelCardOptions
 from ..losses import compile_losses
-from ..methods import ModelDims, StepOutputs, build_methods
+from ..methods import ModelDims, StepOutputs, build_methods, weighted_term
 from ..metrics import DistillationMetrics
 from .config import RelationalDistillationConfig
 from .schedule import MultiStepScheduleMixin
@@ -485,7 +485,7 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
                 ce = F.cross_entropy(student_logits.float(), torch.cat([labels, labels]))
             else:
                 ce = F.cross_entropy(step.student_logits.float(), labels)
-            terms["ce"] = self.args.ce_weight * ce
+            terms["ce"] = weighted_term(self.args.ce_weight, ce)
         relational_step = (
             self._gathered(step) if self.args.relation_scope == "global" and is_distributed() else step
         )
@@ -498,7 +498,7 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         with full_precision:
             for method in self.distillation_methods.values():
                 terms.update(method(relational_step if method.relational else step))
-        loss = torch.stack(list(terms.values())).sum()
+        loss = _total(list(terms.values()))
         self._record(terms, step)
 
         if return_outputs:
@@ -808,6 +808,16 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
             except Exception:
                 logger.warning("Could not write the model card before pushing.", exc_info=True)
         super()._push_from_checkpoint(checkpoint_folder)
+
+
+def _total(terms: list[Tensor]) -> Tensor:
+    """The sum of the loss terms in the fewest kernels: none for one term, one addition for two (CE + one method),
+    a stack and a sum beyond."""
+    if len(terms) == 1:
+        return terms[0]
+    if len(terms) == 2:
+        return terms[0] + terms[1]
+    return torch.stack(terms).sum()
 
 
 def _mean(values: list[Tensor | float], device: torch.device) -> Tensor:
