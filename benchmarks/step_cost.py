@@ -60,7 +60,7 @@ import plots
 import torch
 import torch.nn.functional as F
 
-METHOD_ORDER = ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_ckpt", "kd_hf", "kd_plain"]
+METHOD_ORDER = ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_per_view", "vrm_ckpt", "kd_hf", "kd_plain"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class MethodSpec:
     activation_checkpointing: bool = False
     # a minimal transformers.Trainer subclass (MinimalKDTrainer) instead of RelationalDistillationTrainer
     minimal_trainer: bool = False
+    # other RelationalDistillationConfig fields, as (name, value) pairs
+    config: tuple[tuple[str, Any], ...] = ()
 
     @property
     def path(self) -> str:
@@ -90,6 +92,9 @@ METHODS = {
     "vrm": MethodSpec("VRM", ("vrm",), virtual=True),
     "vrm_ckpt": MethodSpec(
         "VRM, activation checkpointing", ("vrm",), virtual=True, activation_checkpointing=True
+    ),
+    "vrm_per_view": MethodSpec(
+        "VRM, one student pass per view", ("vrm",), virtual=True, config=(("vrm_student_views", "per_view"),)
     ),
     "kd_hf": MethodSpec("KD, minimal transformers.Trainer subclass", minimal_trainer=True),
     "kd_plain": MethodSpec("KD, plain PyTorch loop", plain=True),
@@ -354,6 +359,7 @@ def build_trainer(
             teacher_compile_mode=args.compile_mode,
             loss_compile=args.compile_losses,
             **({checkpointing_switch(): True} if spec.activation_checkpointing else {}),
+            **dict(spec.config),
         )
         trainer = RelationalDistillationTrainer(
             model=student,
@@ -866,6 +872,7 @@ def assemble(args, device, participants, memory, machine, malloc: str) -> dict[s
             "path": METHODS[name].path,
             "config_methods": list(METHODS[name].methods),
             "activation_checkpointing": METHODS[name].activation_checkpointing,
+            "config": dict(METHODS[name].config),
             "error": p.error,
             "step": common.summarize(timed),
             "iteration": common.summarize(p.iteration_times[args.warmup :]),

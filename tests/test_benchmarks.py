@@ -65,7 +65,9 @@ def test_step_cost_smoke(tmp_path):
     )
     _check_header(payload, "step_cost")
     methods = payload["methods"]
-    assert list(methods) == ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_ckpt", "kd_hf", "kd_plain"]
+    assert list(methods) == [
+        "ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_per_view", "vrm_ckpt", "kd_hf", "kd_plain"
+    ]  # fmt: skip
     cfg = payload["config"]
     assert "mallopt" in cfg["cpu_malloc"]
     for name, entry in methods.items():
@@ -83,6 +85,10 @@ def test_step_cost_smoke(tmp_path):
     assert methods["kd_hf"]["path"] == "MinimalKDTrainer.train()"
     assert methods["kd"]["path"] == "RelationalDistillationTrainer.train()"
     assert methods["vrm"]["config_methods"] == ["vrm"]
+    assert (
+        methods["vrm_per_view"]["config"] == {"vrm_student_views": "per_view"}
+        and methods["vrm"]["config"] == {}
+    )
     # VRM runs both networks on both views: its activations are larger than KD's
     assert methods["vrm"]["memory_mb"] > methods["kd"]["memory_mb"]
     # ...unless the student keeps only its blocks' inputs and re-runs them in backward
@@ -192,7 +198,9 @@ def test_kernel_count_smoke(tmp_path):
     _check_header(payload, "kernel_count")
     assert list(payload["variants"]) == ["eager", "compiled"]
     for variant, methods in payload["variants"].items():
-        assert list(methods) == ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "kd_hf", "kd_plain"], variant
+        assert list(methods) == [
+            "ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_per_view", "kd_hf", "kd_plain"
+        ], variant  # fmt: skip
         for name, entry in methods.items():
             assert entry["kernels"] == pytest.approx(sum(entry["by_operator"].values()))
             assert entry["label"]
@@ -298,3 +306,12 @@ def test_plots_redraws_a_figure_from_its_result_file_and_names_what_it_can_draw(
         timeout=120,
     )
     assert proc.returncode != 0 and "figures exist for step_cost, loss_scaling" in proc.stderr
+
+
+def test_vrm_student_views_smoke(tmp_path):
+    payload = run_quickstart_script("vrm_student_views.py", tmp_path)
+    assert payload["benchmark"] == "vrm_student_views"
+    assert set(payload["method_settings"]) == {"vrm joint", "vrm per_view"}
+    assert {cfg["vrm_student_views"] for cfg in payload["method_settings"].values()} == {"joint", "per_view"}
+    assert len(payload["per_view_minus_joint_points"]) == 1
+    assert "per_view − joint, paired by seed" in (tmp_path / "vrm_student_views.md").read_text()

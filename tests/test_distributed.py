@@ -42,6 +42,7 @@ DDP_CONFIGS = [
     "rkd_global",
     "vrm_local",
     "vrm_global",
+    "vrm_per_view_global",
     "kd_accumulation",
     "resume",
 ]
@@ -53,6 +54,7 @@ GLOBAL_BATCH_REFERENCE = {
     "rrd_kd_global": "rrd_kd_local",
     "rkd_global": "rkd_local",
     "vrm_global": "vrm_local",
+    "vrm_per_view_global": "vrm_local",
     "kd_accumulation": "kd",
 }
 TOL = dict(rtol=1e-4, atol=5e-5)
@@ -190,7 +192,7 @@ def test_distillation_heads_were_trained_and_the_teacher_head_frozen(runs):
     )
 
 
-@pytest.mark.parametrize("name", ["rrd_kd_global", "rkd_global", "vrm_global"])
+@pytest.mark.parametrize("name", ["rrd_kd_global", "rkd_global", "vrm_global", "vrm_per_view_global"])
 def test_global_relation_scope_equals_one_process_with_the_global_batch(runs, name):
     ranks, single = runs.ddp(name), runs.single(GLOBAL_BATCH_REFERENCE[name])
     for record in ranks:

@@ -412,6 +412,7 @@ def test_methods_switch_on_paper_defaults(tmp_path):
         ("vrm_prune_percentile", 100.5, r"`vrm_prune_percentile` must be in \(0, 100\]"),
         ("methods", ["rrd", "crd"], r"unknown method\(s\) \['crd'\]"),
         ("relation_scope", "world", "`relation_scope` must be 'local' or 'global'"),
+        ("vrm_student_views", "separate", "`vrm_student_views` must be 'joint' or 'per_view'"),
         ("rrd_queue_size", 0, "`rrd_queue_size` must be an integer >= 1"),
         ("teacher_compile_mode", "fastest", "`teacher_compile_mode` must be one of"),
         ("loss_compile_mode", "reduce-overhead", "`loss_compile_mode` must be one of"),
@@ -653,3 +654,42 @@ def test_loss_terms_are_weighted_and_summed_exactly_in_the_fewest_kernels():
     for n in range(1, 5):
         torch.testing.assert_close(_total(values[:n]), torch.stack(values[:n]).sum(), rtol=0, atol=0)
     assert _total(values[:1]) is values[0]
+
+
+def test_vrm_student_views_per_view_runs_the_student_once_per_view(tmp_path):
+    """``vrm_student_views="per_view"``: the student runs on each view alone. Without BatchNorm that is the same
+    computation as one pass over both views (same losses, same weights); with BatchNorm the statistics are per view,
+    so training differs, and the running statistics count two batches per step."""
+    from hf_relkd.models import create_model
+
+    def train(student, views, name):
+        _, teacher = make_pair()
+        args = make_config(tmp_path / name, ["vrm", "kd"], max_steps=3, vrm_student_views=views)
+        trainer = RelationalDistillationTrainer(
+            model=student, teacher_model=teacher, args=args, train_dataset=tensor_dataset(32)
+        )
+        trainer.train()
+        return trainer
+
+    runs = {views: train(make_pair()[0], views, f"tiny-{views}") for views in ("joint", "per_view")}
+    for key in ("loss", "loss/ce", "loss/vrm_inter_sample", "loss/vrm_inter_class", "loss/kd"):
+        assert train_logs(runs["per_view"])[-1][key] == pytest.approx(
+            train_logs(runs["joint"])[-1][key],
+            rel=1e-5,
+            abs=1e-5,  # logs are rounded to 6 decimals
+        )
+    for name, value in runs["joint"].model.state_dict().items():
+        # the batch sums of the gradients run in another order: float32 rounding, amplified over 3 steps
+        torch.testing.assert_close(runs["per_view"].model.state_dict()[name], value, rtol=1e-4, atol=5e-5)
+
+    torch.manual_seed(0)
+    initial = create_model("resnet8", num_labels=NUM_CLASSES).state_dict()
+    zoo = {}
+    for views in ("joint", "per_view"):
+        student = create_model("resnet8", num_labels=NUM_CLASSES)
+        student.load_state_dict(initial)
+        zoo[views] = train(student, views, f"zoo-{views}").model
+    counts = {views: int(zoo[views].backbone.bn1.num_batches_tracked) for views in zoo}
+    assert counts == {"joint": 3, "per_view": 6}
+    joint, per_view = zoo["joint"].state_dict(), zoo["per_view"].state_dict()
+    assert not torch.allclose(joint["classifier.weight"], per_view["classifier.weight"])

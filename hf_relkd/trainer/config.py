@@ -42,7 +42,7 @@ class RelationalDistillationConfig(TrainingArguments):
         rrd_weight, rrd_student_temperature, rrd_teacher_temperature, rrd_queue_size, rrd_embed_dim,
         rrd_enqueue_before_loss: RRD (on penultimate embeddings).
         vrm_inter_sample_weight, vrm_inter_class_weight, vrm_prune_percentile, vrm_zsnorm, vrm_adaptor,
-        vrm_virtual_ce: VRM (on logits of the real and the virtual view).
+        vrm_virtual_ce, vrm_student_views: VRM (on logits of the real and the virtual view).
 
     Parameters that control the models:
         teacher_model_name_or_path: Hub id or local folder of the teacher, when none is passed to the trainer.
@@ -126,6 +126,15 @@ class RelationalDistillationConfig(TrainingArguments):
         default=True,
         metadata={
             "help": "With VRM, apply the cross-entropy to the virtual view too (mean over both views)."
+        },
+    )
+    vrm_student_views: str = field(
+        default="joint",
+        metadata={
+            "help": "With VRM, how the student sees the two views. 'joint': one forward pass over both (2B images; "
+            "BatchNorm statistics span both views). 'per_view': one forward pass per view (BatchNorm statistics "
+            "per view, as multi-view distillers run their student). The teacher always sees both in one pass (in "
+            "eval mode that changes nothing)."
         },
     )
     # --- models ------------------------------------------------------------------------------------------------------
@@ -262,6 +271,10 @@ class RelationalDistillationConfig(TrainingArguments):
         if not 0 < self.vrm_prune_percentile <= 100:
             raise ValueError(
                 f"`vrm_prune_percentile` must be in (0, 100] (100 disables pruning), got {self.vrm_prune_percentile}."
+            )
+        if self.vrm_student_views not in ("joint", "per_view"):
+            raise ValueError(
+                f"`vrm_student_views` must be 'joint' or 'per_view', got {self.vrm_student_views!r}."
             )
         if self.relation_scope not in ("local", "global"):
             raise ValueError(f"`relation_scope` must be 'local' or 'global', got {self.relation_scope!r}.")

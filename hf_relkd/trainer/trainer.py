@@ -457,32 +457,48 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
                 "VRM needs `pixel_values_virtual` in every batch: use ViewTransform(virtual_view=True)."
             )
         batch_size = pixel_values.shape[0]
-        # one forward over both views: the student sees 2B images (its BatchNorm statistics span both views)
-        student_input = torch.cat([pixel_values, virtual]) if virtual is not None else pixel_values
+        views = torch.cat([pixel_values, virtual]) if virtual is not None else pixel_values
         # teacher first: its (no-grad) activations are freed before the student's autograd graph is built, so the
         # step's peak memory is max(teacher, student) instead of student + teacher (the teacher is deterministic in
-        # eval mode, so the order changes no value)
-        teacher_logits, teacher_features = self._teacher_forward(student_input)
-        outputs, student_logits, student_features = self._student_forward(model, student_input)
-
-        def real_view(x: Tensor) -> Tensor:
-            # slice only when there is a virtual half: the backward of a slice is a zero fill and a copy
-            return x if virtual is None else x[:batch_size]
+        # eval mode, so the order changes no value, and neither does seeing both views in one pass)
+        teacher_logits, teacher_features = self._teacher_forward(views)
+        joint_logits = student_logits_virtual = None
+        if virtual is not None and self.args.vrm_student_views == "per_view":
+            # one pass per view: BatchNorm statistics per view; the virtual view's embedding is not needed
+            outputs, student_logits, student_features = self._student_forward(model, pixel_values)
+            _, student_logits_virtual, _ = self._student_forward(model, virtual, with_features=False)
+        else:
+            # one pass over both views: the student sees 2B images (its BatchNorm statistics span both views)
+            outputs, student_logits, student_features = self._student_forward(model, views)
+            if virtual is not None:
+                # slices only when there is a virtual half: the backward of a slice is a zero fill and a copy
+                joint_logits = student_logits
+                student_logits_virtual = joint_logits[batch_size:]
+                student_logits = joint_logits[:batch_size]
+                if student_features is not None:
+                    student_features = student_features[:batch_size]
 
         step = StepOutputs(
-            labels=labels, student_logits=real_view(student_logits), teacher_logits=real_view(teacher_logits)
+            labels=labels,
+            student_logits=student_logits,
+            teacher_logits=teacher_logits if virtual is None else teacher_logits[:batch_size],
         )
         if student_features is not None:
-            step.student_features = real_view(student_features)
-            step.teacher_features = real_view(teacher_features)
+            step.student_features = student_features
+            step.teacher_features = teacher_features if virtual is None else teacher_features[:batch_size]
         if virtual is not None:
-            step.student_logits_virtual = student_logits[batch_size:]
+            step.student_logits_virtual = student_logits_virtual
             step.teacher_logits_virtual = teacher_logits[batch_size:]
 
         terms: dict[str, Tensor] = {}
         if self.args.ce_weight:
             if virtual is not None and self.args.vrm_virtual_ce:
-                ce = F.cross_entropy(student_logits.float(), torch.cat([labels, labels]))
+                both = (
+                    joint_logits
+                    if joint_logits is not None
+                    else torch.cat([step.student_logits, step.student_logits_virtual])
+                )
+                ce = F.cross_entropy(both.float(), torch.cat([labels, labels]))
             else:
                 ce = F.cross_entropy(step.student_logits.float(), labels)
             terms["ce"] = weighted_term(self.args.ce_weight, ce)

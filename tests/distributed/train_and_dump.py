@@ -61,6 +61,16 @@ CONFIGS: dict[str, dict] = {
     "vrm_global": dict(
         methods=["vrm"], relation_scope="global", vrm_adaptor=True, max_grad_norm=1.0, learning_rate=0.02
     ),
+    # the student runs once per view (two forward passes of the DDP-wrapped student before one backward pass); the
+    # students are BatchNorm-free, so this equals "vrm_global"'s single-process reference
+    "vrm_per_view_global": dict(
+        methods=["vrm"],
+        relation_scope="global",
+        vrm_adaptor=True,
+        max_grad_norm=1.0,
+        learning_rate=0.02,
+        vrm_student_views="per_view",
+    ),
     # CE + KD, the teacher in bfloat16 (broadcast from process 0)
     "kd": dict(methods=["kd"], teacher_dtype="bfloat16"),
     # the same in 2 micro-batches per step, and the teacher handed to processes other than 0 is perturbed (the
