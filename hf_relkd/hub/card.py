@@ -165,6 +165,7 @@ METHOD_INFO: dict[str, MethodInfo] = {
             "vrm_zsnorm",
             "vrm_adaptor",
             "vrm_virtual_ce",
+            "vrm_student_views",
         ),
     ),
 }
