@@ -379,24 +379,18 @@ def build_minimal_kd_trainer(args, student, teacher, training_arguments: dict, d
     same KD step, and the difference to ``kd`` is what hf_relkd adds (or saves) on top of ``transformers.Trainer``."""
     from transformers import Trainer, TrainingArguments, default_data_collator
 
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(teacher_dtype(args), torch.float32)
-    loss_fn = torch.compile(ce_plus_kd) if args.compile_losses else ce_plus_kd
+    loss_fn = reference_kd_loss(args)
 
     class MinimalKDTrainer(Trainer):
         def __init__(self, teacher_model, **kwargs):
             super().__init__(**kwargs)
-            teacher_model = (
-                teacher_model.to(device=self.args.device, dtype=dtype).eval().requires_grad_(False)
-            )
-            self.teacher = (
-                compile_teacher(teacher_model, args.compile_mode) if args.compile_teacher else teacher_model
-            )
+            self.teacher, self.teacher_dtype = reference_teacher(args, teacher_model, self.args.device)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             x, labels = inputs["pixel_values"], inputs["labels"]
             with torch.no_grad():
                 # accelerate's autocast wraps the prepared student only: without it, feed the teacher its own dtype
-                tx = x if torch.is_autocast_enabled() else x.to(dtype)
+                tx = x if torch.is_autocast_enabled() else x.to(self.teacher_dtype)
                 teacher_logits = self.teacher(pixel_values=tx).logits.float()
             outputs = model(pixel_values=x)
             loss = loss_fn(outputs.logits.float(), teacher_logits, labels)
@@ -431,6 +425,20 @@ def ce_plus_kd(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch
     return F.cross_entropy(logits, labels) + kd * T * T
 
 
+def reference_teacher(args, teacher: torch.nn.Module, device) -> tuple[torch.nn.Module, torch.dtype]:
+    """The teacher of the hand-written references (plain loop, minimal ``transformers.Trainer`` subclass, breakdown),
+    prepared as the library's trainer prepares its own: on ``device``, in ``--teacher_dtype``, in eval mode without
+    gradients, compiled with ``--compile_teacher``. Returns the teacher and its dtype."""
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(teacher_dtype(args), torch.float32)
+    teacher = teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return (compile_teacher(teacher, args.compile_mode) if args.compile_teacher else teacher), dtype
+
+
+def reference_kd_loss(args):
+    """The references' CE + KD, compiled with ``--compile_losses``."""
+    return torch.compile(ce_plus_kd) if args.compile_losses else ce_plus_kd
+
+
 def decay_parameter_names(model: torch.nn.Module) -> list[str]:
     """The parameters ``transformers.Trainer`` applies weight decay to (``Trainer.get_decay_parameter_names``: all
     but biases and normalisation layers it recognises by type or name; the CIFAR zoo's BatchNorm weights, named
@@ -454,12 +462,9 @@ class PlainKDLoop:
         self.device, self.bf16, self.max_grad_norm = device, args.bf16, args.max_grad_norm
         dataset = dataset if dataset is not None else build_dataset("kd_plain", args, max_steps)
         student, teacher = build_models(args)
-        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(teacher_dtype(args), torch.float32)
-        self.teacher_dtype = dtype
         self.student = student.to(device).train()
-        teacher = teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        self.teacher = compile_teacher(teacher, args.compile_mode) if args.compile_teacher else teacher
-        self.loss_fn = torch.compile(ce_plus_kd) if args.compile_losses else ce_plus_kd
+        self.teacher, self.teacher_dtype = reference_teacher(args, teacher, device)
+        self.loss_fn = reference_kd_loss(args)
         decay_names = set(decay_parameter_names(self.student))
         decay = [p for n, p in self.student.named_parameters() if n in decay_names]
         no_decay = [p for n, p in self.student.named_parameters() if n not in decay_names]
@@ -664,11 +669,8 @@ def run_breakdown(args, device: torch.device) -> dict[str, Any]:
     from hf_relkd.losses.functional import kd_loss, rkd_loss, rrd_loss, vrm_loss
 
     student, teacher = build_models(args)
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(teacher_dtype(args), torch.float32)
     student = student.to(device).train()
-    teacher = teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    if args.compile_teacher:
-        teacher = compile_teacher(teacher, args.compile_mode)
+    teacher, dtype = reference_teacher(args, teacher, device)
     b, c = args.batch_size, args.num_classes
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randn(2 * b, 3, args.image_size, args.image_size, generator=g).to(device)
