@@ -175,7 +175,7 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         self._needs_virtual = any(m.needs_virtual_view for m in self.distillation_methods.values())
         self._metrics: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._distillation_grads_step = -1
-        self._parameter_count: tuple[nn.Module, int] | None = None
+        self._parameter_count: int | None = None  # the student's, for floating_point_ops; reset by train()
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names + self.args.enabled_methods)
         if self.args.gradient_accumulation_steps > 1 and any(
@@ -579,9 +579,9 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         main_input = getattr(model, "main_input_name", "input_ids")
         if main_input not in inputs or not hasattr(model, "num_parameters"):
             return 0
-        if self._parameter_count is None or self._parameter_count[0] is not model:
-            self._parameter_count = (model, model.num_parameters(exclude_embeddings=True))
-        return 6 * inputs[main_input].numel() * self._parameter_count[1]
+        if self._parameter_count is None:
+            self._parameter_count = model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs[main_input].numel() * self._parameter_count
 
     def _clip_grad_norm(self, model):
         """Clips (and reports the norm of) the student's and the distillation parameters' gradients together."""
