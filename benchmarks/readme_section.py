@@ -425,22 +425,23 @@ def _gpu_ratio_table(runs: list[tuple[str, str, dict[str, Any]]]) -> str:
     return common.markdown_table(headers, rows)
 
 
+def _part_ms(payload: dict[str, Any], prefix: str) -> float:
+    """Median time (ms) of the first part of a step-cost run's breakdown whose name starts with ``prefix``."""
+    return next(v["median_ms"] for k, v in payload["breakdown"]["parts"].items() if k.startswith(prefix))
+
+
 def _launch_bound_paragraph(head: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[str]:
     kd = head["methods"]["kd"]
     cpu_share = kd["process_cpu"]["median_ms"] / kd["step"]["median_ms"]
-
-    def part(payload: dict[str, Any], prefix: str) -> float:
-        return next(v["median_ms"] for k, v in payload["breakdown"]["parts"].items() if k.startswith(prefix))
-
     text = [
         f"Why the time ratios are higher than on the CPU: at batch 64 these networks leave an H100 mostly idle. "
         f"The process's CPU time per KD step is {cpu_share:.0%} of the step's wall time: the step lasts as long as "
         "the host takes to launch its kernels, so an operation costs its launch whatever its size, and the "
         "relational losses are made of many small ones. Alone, RKD's loss takes "
-        f"{common.fmt(part(head, 'rkd_loss'), 1)} ms, VRM's {common.fmt(part(head, 'vrm_loss'), 1)} ms, RRD's "
-        f"{common.fmt(part(head, 'rrd_loss'), 1)} ms (plus its heads and queue) and KD's "
-        f"{common.fmt(part(head, 'kd_loss'), 1)} ms, against a KD step of {common.fmt(kd['step_ms'], 1)} ms "
-        f"(teacher forward {common.fmt(part(head, 'teacher forward'), 1)} ms)."
+        f"{common.fmt(_part_ms(head, 'rkd_loss'), 1)} ms, VRM's {common.fmt(_part_ms(head, 'vrm_loss'), 1)} ms, RRD's "
+        f"{common.fmt(_part_ms(head, 'rrd_loss'), 1)} ms (plus its heads and queue) and KD's "
+        f"{common.fmt(_part_ms(head, 'kd_loss'), 1)} ms, against a KD step of {common.fmt(kd['step_ms'], 1)} ms "
+        f"(teacher forward {common.fmt(_part_ms(head, 'teacher forward'), 1)} ms)."
     ]
     eager, compiled = runs.get("pair A: bf16 + channels_last"), runs.get("pair B: same, compiled losses")
     if eager and compiled:
@@ -449,7 +450,7 @@ def _launch_bound_paragraph(head: dict[str, Any], runs: dict[str, dict[str, Any]
             return common.fmt(payload["methods"][name]["paired_step_time_ratio_to_kd"], 2)
 
         def share(payload: dict[str, Any], prefix: str) -> str:
-            return f"{part(payload, prefix) / part(payload, 'teacher forward'):.2f}"
+            return f"{_part_ms(payload, prefix) / _part_ms(payload, 'teacher forward'):.2f}"
 
         text.append(
             "`loss_compile=True` fuses each loss into a few kernels. In pair A/B (back to back on one machine), "
@@ -600,11 +601,11 @@ def _student_views() -> list[str]:
     )
     gpu = _load(GPU_RUNS[0][0])
     if gpu is not None and gpu.get("breakdown"):
-        parts = gpu["breakdown"]["parts"]
-        one, two = (parts[f"student forward+backward, {n} images"]["median_ms"] for n in (64, 128))
+        b = gpu["config"]["batch_size"]
+        one, two = (_part_ms(gpu, f"student forward+backward, {n} images") for n in (b, 2 * b))
         text += (
             f" `joint` stays the default for the GPU: on the {gpu['machine']['gpu']} the student's forward and "
-            f"backward took {one:.1f} ms for 64 images and {two:.1f} ms for 128 (the step is bound by launching "
+            f"backward took {one:.1f} ms for {b} images and {two:.1f} ms for {2 * b} (the step is bound by launching "
             "kernels), so a second pass would add about that much to every VRM step. On the CPU at this batch and "
             "image size `per_view` cost no measurable time; where memory matters more than launches, it is the "
             "better choice."
