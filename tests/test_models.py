@@ -1,5 +1,6 @@
 """Tests for the CIFAR benchmark model zoo and the `create_model` factory (hf_relkd.models)."""
 
+import copy
 import json
 import os
 import subprocess
@@ -396,3 +397,51 @@ def test_activation_checkpointing_is_inert_in_evaluation():
     model.train()
     kept_training, _ = _saved_activation_bytes(model, torch.randn(2, 3, 32, 32))
     assert kept > kept_training  # evaluation with gradients keeps everything; training checkpoints
+
+
+def _reference_block(block, x):
+    """The residual blocks written out of place from their own sub-modules (the textbook formulas)."""
+    from hf_relkd.models.cifar.modeling_relkd_cifar import CifarBasicBlock
+
+    relu = nn.functional.relu
+    if isinstance(block, CifarBasicBlock):
+        identity = x if block.downsample is None else block.downsample(x)
+        out = block.bn2(block.conv2(relu(block.bn1(block.conv1(x)))))
+        return relu(out + identity)
+    out = relu(block.bn2(block.conv2(relu(block.bn1(block.conv1(x))))))
+    return relu(block.bn3(block.conv3(out)) + block.shortcut(x))
+
+
+@pytest.mark.parametrize("name", ["resnet14", "ResNet50"])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_in_place_block_activations_match_the_out_of_place_formula(name, autocast):
+    """The residual blocks add and rectify in place (memory); outputs, input gradients, parameter gradients and
+    BatchNorm statistics must equal the out-of-place formula's, for blocks with and without a projection shortcut,
+    in float32 and under bfloat16 autocast."""
+    from hf_relkd.models.cifar.modeling_relkd_cifar import CifarBasicBlock, CifarBottleneck
+
+    torch.manual_seed(0)
+    model = create_model(name, num_labels=10).train()
+    blocks = [m for m in model.modules() if isinstance(m, (CifarBasicBlock, CifarBottleneck))]
+    projected = [
+        getattr(b, "downsample", None) is not None or len(getattr(b, "shortcut", ())) > 0 for b in blocks
+    ]
+    assert any(projected) and not all(projected)
+    checked = 0
+    for block, in_planes in [(b, b.conv1.in_channels) for b in blocks][:6]:
+        reference = copy.deepcopy(block)
+        x = torch.randn(4, in_planes, 8, 8, requires_grad=True)
+        x_ref = x.detach().clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, expected = block(x), _reference_block(reference, x_ref)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        expected.backward(grad)
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=0)
+        for (param_name, p), q in zip(block.named_parameters(), reference.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=param_name)
+        for (buffer_name, b), c in zip(block.named_buffers(), reference.buffers()):
+            torch.testing.assert_close(b, c, rtol=0, atol=0, msg=buffer_name)
+        checked += 1
+    assert checked >= 3
