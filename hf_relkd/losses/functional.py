@@ -454,10 +454,14 @@ def joint_entropy_keep_mask(
     return joint <= threshold
 
 
+def _unit_edges(a: Tensor, b: Tensor) -> Tensor:
+    """``(rows, cols, dim)`` edges ``normalise(a_i - b_j)`` between every row of ``a`` and every row of ``b``."""
+    return F.normalize(a[:, None, :] - b[None, :, :], p=2, dim=-1, eps=_NORMALIZE_EPS)
+
+
 def _edge_huber_sum(a: Tensor, b: Tensor, a_t: Tensor, b_t: Tensor, weight: Tensor | None) -> Tensor:
     """Sum over the edges (i, j) of Huber(normalise(a_i - b_j), normalise(a_t,i - b_t,j)) over the last dimension."""
-    e_s = F.normalize(a[:, None, :] - b[None, :, :], p=2, dim=-1, eps=_NORMALIZE_EPS)
-    e_t = F.normalize(a_t[:, None, :] - b_t[None, :, :], p=2, dim=-1, eps=_NORMALIZE_EPS)
+    e_s, e_t = _unit_edges(a, b), _unit_edges(a_t, b_t)
     per_edge = F.smooth_l1_loss(e_s, e_t, reduction="none", beta=1.0).sum(dim=-1)
     if weight is not None:
         per_edge = per_edge * weight
@@ -516,7 +520,7 @@ class _EdgeHuberSum(torch.autograd.Function):
             length = torch.linalg.vector_norm(e, dim=-1, keepdim=True)
             n = length.clamp_min(_NORMALIZE_EPS)
             e.div_(n)
-            h = F.normalize(a_t[start:stop, None, :] - b_t[None, :, :], p=2, dim=-1, eps=_NORMALIZE_EPS)
+            h = _unit_edges(a_t[start:stop], b_t)
             h.neg_().add_(e).clamp_(-1.0, 1.0)
             h.mul_(grad_output if weight is None else grad_output * weight[start:stop, :, None])
             projection = (h * e).sum(dim=-1, keepdim=True).mul_(length >= _NORMALIZE_EPS)
