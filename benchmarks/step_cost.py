@@ -322,6 +322,7 @@ def build_trainer(
     from transformers import PrinterCallback
 
     from hf_relkd import RelationalDistillationConfig, RelationalDistillationTrainer
+    from hf_relkd.trainer import ACTIVATION_CHECKPOINTING_FIELD
 
     spec = METHODS[name]
     dataset = dataset if dataset is not None else build_dataset(name, args, max_steps)
@@ -358,7 +359,7 @@ def build_trainer(
             teacher_compile=args.compile_teacher,
             teacher_compile_mode=args.compile_mode,
             loss_compile=args.compile_losses,
-            **({checkpointing_switch(): True} if spec.activation_checkpointing else {}),
+            **({ACTIVATION_CHECKPOINTING_FIELD: True} if spec.activation_checkpointing else {}),
             **dict(spec.config),
         )
         trainer = RelationalDistillationTrainer(
@@ -404,14 +405,6 @@ def build_minimal_kd_trainer(args, student, teacher, training_arguments: dict, d
         data_collator=default_data_collator,
         callbacks=list(callbacks),
     )
-
-
-def checkpointing_switch() -> str:
-    """The TrainingArguments field that turns on activation checkpointing (renamed in transformers 5)."""
-    from transformers import TrainingArguments
-
-    fields = TrainingArguments.__dataclass_fields__
-    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 def ce_plus_kd(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, T: float = 4.0):

@@ -23,6 +23,15 @@ METHOD_DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
 _WEIGHT_FIELDS = [name for weights in METHOD_DEFAULT_WEIGHTS.values() for name in weights]
 
 
+#: The ``TrainingArguments`` field that turns activation checkpointing on: ``activation_checkpointing`` since
+#: transformers 5, ``gradient_checkpointing`` in 4.x.
+ACTIVATION_CHECKPOINTING_FIELD = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+    else "gradient_checkpointing"
+)
+
+
 @dataclass
 class RelationalDistillationConfig(TrainingArguments):
     r"""Configuration of :class:`~hf_relkd.RelationalDistillationTrainer`.

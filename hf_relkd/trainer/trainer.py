@@ -32,7 +32,7 @@ from ..hub import ModelCardOptions
 from ..losses import compile_losses
 from ..methods import ModelDims, StepOutputs, build_methods, weighted_term
 from ..metrics import DistillationMetrics
-from .config import RelationalDistillationConfig
+from .config import ACTIVATION_CHECKPOINTING_FIELD, RelationalDistillationConfig
 from .schedule import MultiStepScheduleMixin
 
 logger = logging.getLogger(__name__)
@@ -243,11 +243,7 @@ class RelationalDistillationTrainer(MultiStepScheduleMixin, Trainer):
         """The Trainer turns activation checkpointing on by calling the student's
         ``activation_checkpointing_enable()`` (``gradient_checkpointing_enable()`` in transformers 4.x) once training
         starts; a student without either would fail there with an AttributeError. Fail now, with what to do."""
-        switch = (
-            "activation_checkpointing"
-            if hasattr(args, "activation_checkpointing")
-            else "gradient_checkpointing"
-        )
+        switch = ACTIVATION_CHECKPOINTING_FIELD
         if not getattr(args, switch, False):
             return
         if hasattr(student, "activation_checkpointing_enable") or hasattr(
