@@ -66,8 +66,13 @@ OPTIMIZER_PREFIX = "Optimizer.step#"
 VARIANTS = ("eager", "compiled")
 
 
-# what the losses add to the step; activation checkpointing re-runs the student's blocks, which is another question
-DEFAULT_METHODS = [m for m in step_cost.METHOD_ORDER if not step_cost.METHODS[m].activation_checkpointing]
+# what the losses add to the step; activation checkpointing re-runs the student's blocks, which is another question,
+# and a larger batch launches the same kernels
+DEFAULT_METHODS = [
+    m
+    for m in step_cost.METHOD_ORDER
+    if not step_cost.METHODS[m].activation_checkpointing and step_cost.METHODS[m].batch_multiplier == 1
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -135,8 +135,34 @@ def _vrm_memory_paragraph(payload: dict[str, Any]) -> str:
         "the student's backward pass needs, and where the peak sits (the VRM loss's own buffers are freed before "
         "it). With that composition the ratio is 2 − fixed/KD, above 1.8 whenever the fixed part is under a fifth "
         "of KD's peak, as it is for a 1.2 M-parameter student; the paper's GPU measured 323 MB for KD."
+        + _double_batch_sentence(payload)
         + _checkpointing_sentence(payload)
     )
+
+
+def _double_batch_sentence(payload: dict[str, Any]) -> str:
+    """VRM's memory against KD at twice the batch (the ``kd_2b`` row), which is its floor."""
+    methods = payload["methods"]
+    double = methods.get("kd_2b")
+    if not double or double.get("memory_mb") is None:
+        return ""
+    kd, vrm, floor = methods["kd"]["memory_mb"], methods["vrm"]["memory_mb"], double["memory_mb"]
+    limit = next(
+        t["limit"]
+        for t in payload["targets"]
+        if (t["method"], t["reference"], t["metric"]) == ("vrm", "kd", "peak memory")
+    )
+    text = (
+        f" Measured directly: KD at batch {double['batch_size']} (row “{double['label']}”), which puts through each "
+        f"network the images VRM's one-pass step does, peaked at {common.fmt(floor, 1)} MB, {floor / kd:.3f}× KD; "
+        f"VRM is {common.fmt(vrm - floor, 1)} MB above it (its loss and the concatenated views)."
+    )
+    if floor / kd > limit:
+        text += (
+            f" The {limit}× target is below that floor here: no VRM that runs the student once over both views can "
+            "meet it with these networks in float32 on this CPU."
+        )
+    return text
 
 
 def _blocks(architecture: str) -> int:

@@ -4,8 +4,9 @@ For CE only, KD, RKD, RRD, RRD+KD and VRM (resnet32x4 -> resnet8x4, batch 64, 32
 default) this reports the median time per training step after warm-up, the throughput and the peak memory, each also
 as a ratio to KD measured in the same run, plus a hand-written plain-PyTorch KD loop (``kd_plain``) as the reference
 for the Trainer's own overhead, KD on a minimal ``transformers.Trainer`` subclass (``kd_hf``: how much of that overhead
-is ``transformers.Trainer``'s own), and VRM once more with the Trainer's ``activation_checkpointing`` (``vrm_ckpt``:
-what a memory-bound VRM user can trade). The figures are compared with the targets of the issue and with the VRM paper's
+is ``transformers.Trainer``'s own), VRM once more with one student pass per view (``vrm_per_view``) and with the
+Trainer's ``activation_checkpointing`` (``vrm_ckpt``: what a memory-bound VRM user can trade), and KD at twice the batch
+(``kd_2b``: the images VRM's one-pass step puts through each network, so its memory is VRM's floor). The figures are compared with the targets of the issue and with the VRM paper's
 Table 7 (per-iteration cost on one GPU).
 
 How a step is timed
@@ -25,10 +26,11 @@ How memory is measured
 
     * CUDA: ``torch.cuda.max_memory_allocated()`` over model construction and the steps: every tensor (weights,
       gradients, optimizer state, activations, loss temporaries), as in the paper's table;
-    * CPU: the rise of the resident set size, ``VmHWM`` (peak RSS, reset right before the models are built) minus
-      ``VmRSS`` at that moment. The baseline holds the interpreter, the libraries and the data, so the figure is the
-      CPU analogue of ``max_memory_allocated`` (plus allocator slack). RSS only ever rises within a process, which is
-      why every method gets its own.
+    * CPU: the peak of the bytes held by live CPU tensors over the same run, from the PyTorch profiler's memory
+      events (the CPU analogue of ``max_memory_allocated``); beside it, for information, the rise of the resident set
+      size, ``VmHWM`` (peak RSS, reset right before the models are built) minus ``VmRSS`` at that moment, from an
+      uninstrumented run (it adds allocator slack). RSS only ever rises within a process, which is why every method
+      gets its own.
 
 Examples::
 
@@ -60,7 +62,9 @@ import plots
 import torch
 import torch.nn.functional as F
 
-METHOD_ORDER = ["ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_per_view", "vrm_ckpt", "kd_hf", "kd_plain"]
+METHOD_ORDER = [
+    "ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_per_view", "vrm_ckpt", "kd_2b", "kd_hf", "kd_plain"
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class MethodSpec:
     minimal_trainer: bool = False
     # other RelationalDistillationConfig fields, as (name, value) pairs
     config: tuple[tuple[str, Any], ...] = ()
+    # images per step as a multiple of --batch_size
+    batch_multiplier: int = 1
 
     @property
     def path(self) -> str:
@@ -96,6 +102,8 @@ METHODS = {
     "vrm_per_view": MethodSpec(
         "VRM, one student pass per view", ("vrm",), virtual=True, config=(("vrm_student_views", "per_view"),)
     ),
+    # VRM's one-pass step runs both networks on 2B images: KD at 2B is its memory floor
+    "kd_2b": MethodSpec("KD at batch 2B (VRM's images per pass)", ("kd",), batch_multiplier=2),
     "kd_hf": MethodSpec("KD, minimal transformers.Trainer subclass", minimal_trainer=True),
     "kd_plain": MethodSpec("KD, plain PyTorch loop", plain=True),
 }
@@ -310,8 +318,13 @@ def _guard_hooks() -> None:
 
 def build_dataset(name: str, args, max_steps: int) -> RandomImages:
     """The random images a method trains on (with a virtual view for VRM)."""
+    spec = METHODS[name]
     return RandomImages(
-        args.batch_size * max_steps, args.image_size, args.num_classes, METHODS[name].virtual, args.seed + 1
+        args.batch_size * spec.batch_multiplier * max_steps,
+        args.image_size,
+        args.num_classes,
+        spec.virtual,
+        args.seed + 1,
     )
 
 
@@ -329,7 +342,7 @@ def build_trainer(
     student, teacher = build_models(args)
     training_arguments = dict(
         output_dir=os.path.join(workdir, name),
-        per_device_train_batch_size=args.batch_size,
+        per_device_train_batch_size=args.batch_size * spec.batch_multiplier,
         max_steps=max_steps,
         learning_rate=0.05,
         optim="sgd",
@@ -868,6 +881,7 @@ def assemble(args, device, participants, memory, machine, malloc: str) -> dict[s
             "config_methods": list(METHODS[name].methods),
             "activation_checkpointing": METHODS[name].activation_checkpointing,
             "config": dict(METHODS[name].config),
+            "batch_size": args.batch_size * METHODS[name].batch_multiplier,
             "error": p.error,
             "step": common.summarize(timed),
             "iteration": common.summarize(p.iteration_times[args.warmup :]),
@@ -877,7 +891,9 @@ def assemble(args, device, participants, memory, machine, malloc: str) -> dict[s
         }
         median = entry["step"].get("median_ms")
         entry["step_ms"] = median
-        entry["images_per_s"] = args.batch_size / (median / 1000.0) if median else None
+        entry["images_per_s"] = (
+            args.batch_size * METHODS[name].batch_multiplier / (median / 1000.0) if median else None
+        )
         entry["memory_mb"] = entry["memory"].get("memory_mb")
         entry["rss_increase_mb"] = entry["memory"].get("peak_rss_increase_mb")
         if not p.error and len(p.step_times) != args.warmup + args.steps:

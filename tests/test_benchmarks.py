@@ -66,7 +66,7 @@ def test_step_cost_smoke(tmp_path):
     _check_header(payload, "step_cost")
     methods = payload["methods"]
     assert list(methods) == [
-        "ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_per_view", "vrm_ckpt", "kd_hf", "kd_plain"
+        "ce", "kd", "rkd", "rrd", "rrd_kd", "vrm", "vrm_per_view", "vrm_ckpt", "kd_2b", "kd_hf", "kd_plain"
     ]  # fmt: skip
     cfg = payload["config"]
     assert "mallopt" in cfg["cpu_malloc"]
@@ -94,6 +94,9 @@ def test_step_cost_smoke(tmp_path):
     # ...unless the student keeps only its blocks' inputs and re-runs them in backward
     assert methods["vrm_ckpt"]["activation_checkpointing"] and not methods["vrm"]["activation_checkpointing"]
     assert methods["vrm_ckpt"]["memory_mb"] < methods["vrm"]["memory_mb"]
+    # KD at twice the batch: twice the images per step, and more activations than KD at the batch
+    assert methods["kd_2b"]["batch_size"] == 2 * methods["kd"]["batch_size"] == 2 * cfg["batch_size"]
+    assert methods["kd_2b"]["memory_mb"] > methods["kd"]["memory_mb"]
     targets = {t["target"]: t for t in payload["targets"]}
     assert len(targets) == 9
     for t in targets.values():
