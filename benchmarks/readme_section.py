@@ -155,12 +155,12 @@ def _double_batch_sentence(payload: dict[str, Any]) -> str:
     text = (
         f" Measured directly: KD at batch {double['batch_size']} (row “{double['label']}”), which puts through each "
         f"network the images VRM's one-pass step does, peaked at {common.fmt(floor, 1)} MB, {floor / kd:.3f}× KD; "
-        f"VRM is {common.fmt(vrm - floor, 1)} MB above it (its loss and the concatenated views)."
+        f"VRM is {common.fmt(vrm - floor, 1)} MB above it (the copy that concatenates the two views into one batch)."
     )
     if floor / kd > limit:
         text += (
-            f" The {limit}× target is below that floor here: no VRM that runs the student once over both views can "
-            "meet it with these networks in float32 on this CPU."
+            f" The {limit}× target is below that floor here: a VRM step that runs the student once over both views "
+            "and keeps all its activations cannot meet it with these networks in float32 on this CPU."
         )
     return text
 
