@@ -6,8 +6,8 @@ as a ratio to KD measured in the same run, plus a hand-written plain-PyTorch KD 
 for the Trainer's own overhead, KD on a minimal ``transformers.Trainer`` subclass (``kd_hf``: how much of that overhead
 is ``transformers.Trainer``'s own), VRM once more with one student pass per view (``vrm_per_view``) and with the
 Trainer's ``activation_checkpointing`` (``vrm_ckpt``: what a memory-bound VRM user can trade), and KD at twice the batch
-(``kd_2b``: the images VRM's one-pass step puts through each network, so its memory is VRM's floor). The figures are compared with the targets of the issue and with the VRM paper's
-Table 7 (per-iteration cost on one GPU).
+(``kd_2b``: the images VRM's one-pass step puts through each network, so its memory is VRM's floor). The figures are
+compared with the targets of the issue and with the VRM paper's Table 7 (per-iteration cost on one GPU).
 
 How a step is timed
     Every method runs ``trainer.train()`` for real (the user's path: accelerate-prepared models, the Trainer's SGD,
