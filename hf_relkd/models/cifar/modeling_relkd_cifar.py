@@ -635,6 +635,11 @@ class CifarForImageClassification(CifarPreTrainedModel):
 
     ``self.backbone`` produces the feature maps, which are average-pooled into the embedding ``(B, D)``
     (``D = self.num_features``), and ``self.classifier`` (an ``nn.Linear``) maps the embedding to logits.
+
+    The ResNet blocks and the ResNet / ShuffleNet stems add their shortcut and apply their ReLU in place on the
+    output of their last BatchNorm (as torchvision's ResNets do). A forward hook on such a BatchNorm sees its output,
+    but the tensor it receives holds the rectified sum once the block has run: clone it in the hook to keep it. The
+    feature maps returned with ``output_hidden_states`` are never modified.
     """
 
     def __init__(self, config):
