@@ -891,9 +891,7 @@ def assemble(args, device, participants, memory, machine, malloc: str) -> dict[s
         }
         median = entry["step"].get("median_ms")
         entry["step_ms"] = median
-        entry["images_per_s"] = (
-            args.batch_size * METHODS[name].batch_multiplier / (median / 1000.0) if median else None
-        )
+        entry["images_per_s"] = entry["batch_size"] / (median / 1000.0) if median else None
         entry["memory_mb"] = entry["memory"].get("memory_mb")
         entry["rss_increase_mb"] = entry["memory"].get("peak_rss_increase_mb")
         if not p.error and len(p.step_times) != args.warmup + args.steps:
