@@ -147,11 +147,7 @@ def _double_batch_sentence(payload: dict[str, Any]) -> str:
     if not double or double.get("memory_mb") is None:
         return ""
     kd, vrm, floor = methods["kd"]["memory_mb"], methods["vrm"]["memory_mb"], double["memory_mb"]
-    limit = next(
-        t["limit"]
-        for t in payload["targets"]
-        if (t["method"], t["reference"], t["metric"]) == ("vrm", "kd", "peak memory")
-    )
+    limit = _target(payload, "vrm", "memory")["limit"]
     text = (
         f" Measured directly: KD at batch {double['batch_size']} (row “{double['label']}”), which puts through each "
         f"network the images VRM's one-pass step does, peaked at {common.fmt(floor, 1)} MB, {floor / kd:.3f}× KD; "
@@ -423,11 +419,14 @@ def _kernels() -> list[str]:
     ]
 
 
+def _target(payload: dict[str, Any], method: str, metric: str = "time") -> dict[str, Any] | None:
+    """The run's target for ``method``'s ``metric`` ("time" or "memory"), or None."""
+    return next((t for t in payload["targets"] if t["method"] == method and metric in t["target"]), None)
+
+
 def _target_ratio(payload: dict[str, Any], method: str, metric: str = "time") -> float | None:
-    for target in payload["targets"]:
-        if target["method"] == method and metric in target["target"]:
-            return target["ratio"]
-    return None
+    target = _target(payload, method, metric)
+    return None if target is None else target["ratio"]
 
 
 def _gpu_ratio_table(runs: list[tuple[str, str, dict[str, Any]]]) -> str:
